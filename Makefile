@@ -1,0 +1,37 @@
+# Targets a new user runs on a fresh machine. Each one sets up .venv first if it is missing or stale.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# The CPU wheel of torch; pinned and installed first so no dependency can pull a multi-GB CUDA build.
+TORCH ?= torch==2.13.0
+# Where this machine keeps that wheel (pip's own config points there too; this makes it explicit).
+FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
+
+.PHONY: setup test lint play data clean
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(FIND_LINKS) "$(TORCH)"
+	$(PY) -m pip install --quiet $(FIND_LINKS) -e '.[dev]' "$(TORCH)"
+	touch $@
+
+setup: $(VENV)/.installed
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: lint
+	$(PY) -m pytest
+
+data: setup
+	$(VENV)/bin/cyoa data validate
+	$(VENV)/bin/cyoa data build
+
+play: data
+	@echo "The dataset is built and logged to MLflow (mlflow ui --backend-store-uri sqlite:///.cyoa/mlflow.db)."
+	@echo "The game itself arrives with the story engine (issue 4): 'make play' will then start it."
+
+clean:
+	rm -rf $(VENV) .cyoa .pytest_cache .mypy_cache .ruff_cache

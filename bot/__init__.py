@@ -1,0 +1,1 @@
+"""The discord.py frontend: cogs, slash commands, reaction voting and feedback reactions."""

@@ -1,0 +1,5 @@
+from __future__ import annotations
+
+from cyoa.cli import app
+
+app()

@@ -1,0 +1,154 @@
+"""The ``cyoa`` command line. Commands parse options, call the packages and render the results."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.table import Table
+from typer.core import TyperGroup
+
+from cyoa import __version__
+from cyoa.settings import Settings
+from data.build import SPLITS, BuildOptions, build_dataset, write_build
+from data.issues import ValidationIssue
+from data.sources import SOURCE_NAMES, ExtraSource, load_source
+from data.steps import read_steps
+from data.validation import load_stories, story_files, validate_story_file
+from engine.errors import CyoaError, InvalidDataError
+
+log = logging.getLogger("cyoa")
+out = Console()
+err = Console(stderr=True)
+
+
+class CyoaGroup(TyperGroup):
+    """The one place that turns an expected error into a message and exit code 1 (and no traceback)."""
+
+    def invoke(self, ctx: Any) -> Any:  # typer's vendored click Context; typer does not export its type
+        try:
+            return super().invoke(ctx)
+        except CyoaError as exc:
+            err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+            raise typer.Exit(1) from exc
+
+
+app = typer.Typer(cls=CyoaGroup, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Anime choose-your-own-adventure stories: dataset, model and Discord bot.")
+data_app = typer.Typer(cls=CyoaGroup, no_args_is_help=True, help="Validate and build the story dataset.")
+app.add_typer(data_app, name="data")
+
+
+def _version(value: bool) -> None:
+    if value:
+        out.print(f"cyoa {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    settings = Settings()
+    logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(console=err, show_path=False)], force=True)
+    # MLflow and alembic are chatty at INFO; their warnings still show.
+    for noisy in ("alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _validate_path(path: Path) -> tuple[int, list[ValidationIssue]]:
+    """Checks a story file (``.json``) or a step file (``.jsonl``); returns (items checked, issues)."""
+    if path.suffix == ".jsonl":
+        steps, issues = read_steps(path)
+        return len(steps), issues
+    if path.suffix != ".json":
+        return 0, [ValidationIssue(str(path), "not a story file (.json) or a step file (.jsonl)")]
+    report = validate_story_file(path)
+    return (1 if report.story else 0), report.issues
+
+
+@data_app.command("validate")
+def validate(
+    paths: Annotated[list[Path] | None, typer.Argument(help="Story files (.json), step files (.jsonl) or folders. "
+                                                       "Default: the bundled stories.")] = None,
+) -> None:
+    """Check story and step files; print every problem with its location. Exit 1 on any problem."""
+    targets = paths or [Settings().stories_dir]
+    missing = [path for path in targets if not path.exists()]
+    for path in missing:
+        out.print(f"{path}: no such file or folder", markup=False, highlight=False)
+    files: list[Path] = []
+    for target in targets:
+        if target.is_dir():
+            files.extend(sorted([*target.rglob("*.json"), *target.rglob("*.jsonl")]))
+        elif target.exists():
+            files.append(target)
+    problems = len(missing)
+    for path in files:
+        _, issues = _validate_path(path)
+        for issue in issues:
+            out.print(str(issue), markup=False, highlight=False, soft_wrap=True)
+        problems += len(issues)
+    if problems:
+        err.print(f"[red]{problems} problem(s)[/] in {len(files)} file(s)")
+        raise typer.Exit(1)
+    err.print(f"[green]all {len(files)} file(s) valid[/]")
+
+
+def _stats_table(stats: dict[str, Any]) -> Table:
+    table = Table("statistic", "value", title="dataset")
+    for key, value in stats.items():
+        table.add_row(key, str(value))
+    return table
+
+
+@data_app.command("build")
+def build(
+    source: Annotated[list[str] | None, typer.Option("--source", "-s", help=f"Add an extra source: "
+                                                     f"{', '.join(SOURCE_NAMES)} (repeatable).")] = None,
+    stories: Annotated[Path | None, typer.Option(help="Folder of story files (default: the bundled stories).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the split by story.")] = BuildOptions.seed,
+    validation_fraction: Annotated[
+        float, typer.Option(help="Share of stories in validation.")
+    ] = BuildOptions.validation_fraction,
+    test_fraction: Annotated[float, typer.Option(help="Share of stories in test.")] = BuildOptions.test_fraction,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the statistics as JSON on stdout.")] = False,
+) -> None:
+    """Turn the story trees into train/validation/test steps and log the version to MLflow."""
+    settings = Settings()
+    unknown = sorted(set(source or []) - set(SOURCE_NAMES))
+    if unknown:
+        raise typer.BadParameter(f"unknown source(s) {', '.join(unknown)}; known: {', '.join(SOURCE_NAMES)}",
+                                 param_hint="--source")
+    try:
+        options = BuildOptions(seed, validation_fraction, test_fraction)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--validation-fraction/--test-fraction") from exc
+    folder = stories or settings.stories_dir
+    found, issues = load_stories(folder)
+    if issues:
+        raise InvalidDataError(issues)
+    if not found:
+        raise CyoaError(f"{folder}: no story files (*.json) found")
+    extras: list[ExtraSource] = [load_source(name, settings.public_data_dir) for name in dict.fromkeys(source or [])]
+    result = build_dataset(found, extras, options)
+    written = write_build(result, settings.datasets_dir)
+    # Imported here: MLflow takes seconds to import, and validate does not need it.
+    from data.versioning import log_build
+
+    run_id = log_build(result, written, list(story_files([folder])), settings.tracking)
+    summary = {"digest": result.digest, "run_id": run_id, "path": str(written), **result.stats,
+               "split_digests": {split: result.split_digest(split) for split in SPLITS}}
+    if as_json:
+        print(json.dumps(summary, indent=2))
+        return
+    err.print(_stats_table(result.stats))
+    out.print(f"dataset digest [bold]{result.digest}[/]  MLflow run [bold]{run_id}[/]  written to {written}")

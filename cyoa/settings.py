@@ -1,0 +1,43 @@
+"""Settings, read from the environment and ``.env`` (see ``.env.example`` for each one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from data import STORIES_DIR
+from data.tracking import TrackingTarget
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CYOA_", env_file=".env", env_file_encoding="utf-8", extra="ignore")
+
+    home: Path = Field(default=Path(".cyoa"), description="state directory: databases, MLflow store, datasets")
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias="MLFLOW_TRACKING_URI",
+        description="overrides the local store, e.g. a team's MLflow server",
+    )
+    stories_dir: Path = Field(default=STORIES_DIR, description="folder of story files the build reads")
+    public_data_dir: Path = Field(
+        default=REPO_ROOT.parent / "shared" / "data" / "public",
+        description="folder of the openly licensed extra sources (holds SOURCES.md)",
+    )
+    log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+
+    @property
+    def tracking_uri(self) -> str:
+        return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def tracking(self) -> TrackingTarget:
+        # With a remote tracking server, its own artifact store decides where artifacts go.
+        root = None if self.mlflow_tracking_uri else self.home / "mlartifacts"
+        return TrackingTarget(self.tracking_uri, root)
+
+    @property
+    def datasets_dir(self) -> Path:
+        return self.home / "datasets"

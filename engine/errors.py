@@ -1,0 +1,47 @@
+"""Every exception the project raises on purpose, in one place.
+
+    CyoaError                 base: an expected failure whose message is fit to show a user
+    ├── ConfigError           a setting is missing or invalid
+    ├── DatasetError          the story or step data cannot be used
+    │   ├── InvalidDataError  validation found problems; carries every issue found
+    │   └── SourceError       an optional extra data source is missing or unreadable
+    └── TrackingError         the MLflow tracking store or registry failed
+
+Third-party errors are converted at the edge (``raise DatasetError(...) from exc``) so callers only ever
+need to catch ``CyoaError`` to tell expected failures from bugs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class CyoaError(Exception):
+    """An expected failure: the message says what went wrong and where."""
+
+
+class ConfigError(CyoaError):
+    """A setting is missing or invalid."""
+
+
+class DatasetError(CyoaError):
+    """The story or step data cannot be used."""
+
+
+class InvalidDataError(DatasetError):
+    """Validation found problems; ``issues`` holds one line per problem, each with its location."""
+
+    def __init__(self, issues: Sequence[object]) -> None:
+        self.issues = list(issues)
+        count = len(self.issues)
+        first = "\n".join(str(issue) for issue in self.issues[:20])
+        more = f"\n... and {count - 20} more" if count > 20 else ""
+        super().__init__(f"{count} problem(s) found:\n{first}{more}")
+
+
+class SourceError(DatasetError):
+    """An optional extra data source is missing or unreadable."""
+
+
+class TrackingError(CyoaError):
+    """The MLflow tracking store or model registry failed."""

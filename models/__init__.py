@@ -1,0 +1,1 @@
+"""The storyteller model: tokenizer, training, evaluation, registry, and the loaded model as a writer."""
