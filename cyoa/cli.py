@@ -34,7 +34,7 @@ class CyoaGroup(TyperGroup):
         try:
             return super().invoke(ctx)
         except CyoaError as exc:
-            err.print(f"[red]error:[/] {exc}", markup=True, highlight=False)
+            typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
 
 
@@ -84,7 +84,7 @@ def validate(
     targets = paths or [Settings().stories_dir]
     missing = [path for path in targets if not path.exists()]
     for path in missing:
-        out.print(f"{path}: no such file or folder", markup=False, highlight=False)
+        typer.echo(f"{path}: no such file or folder")
     files: list[Path] = []
     for target in targets:
         if target.is_dir():
@@ -95,7 +95,7 @@ def validate(
     for path in files:
         _, issues = _validate_path(path)
         for issue in issues:
-            out.print(str(issue), markup=False, highlight=False, soft_wrap=True)
+            typer.echo(str(issue))
         problems += len(issues)
     if problems:
         err.print(f"[red]{problems} problem(s)[/] in {len(files)} file(s)")

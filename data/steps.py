@@ -88,7 +88,7 @@ class Step(BaseModel):
     chosen: int
     next_scene: str = Field(min_length=1)
     next_choices: list[str]
-    ending: EndingKind | None = None
+    ending: EndingKind | None = Field(default=None, strict=False)  # "good" in JSON is an EndingKind
 
     @field_validator("genre")
     @classmethod
@@ -159,7 +159,8 @@ def read_steps(path: Path) -> tuple[list[Step], list[ValidationIssue]]:
     steps: list[Step] = []
     issues: list[ValidationIssue] = []
     first_line: dict[str, int] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
+    # Split on "\n" only: str.splitlines() also splits on U+0085 and U+2028, which JSON strings may hold.
+    for number, line in enumerate(text.split("\n"), start=1):
         if not line.strip():
             continue
         step, found = parse_step_line(line, label, number)

@@ -59,7 +59,7 @@ class Story(BaseModel):
     genre: str
     title: str = Field(min_length=1)
     premise: str = Field(min_length=1)
-    lore: tuple[str, ...] = Field(min_length=1)
+    lore: tuple[str, ...] = ()
     scenes: tuple[Scene, ...] = Field(min_length=1)
 
     @property

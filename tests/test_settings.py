@@ -1,0 +1,37 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from cyoa.settings import Settings
+
+
+def test_local_store_lives_in_cyoa_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CYOA_HOME", str(tmp_path / "state"))
+    settings = Settings()
+    assert settings.tracking_uri == f"sqlite:///{(tmp_path / 'state' / 'mlflow.db').resolve()}"
+    assert settings.tracking.artifact_root == tmp_path / "state" / "mlartifacts"
+    assert settings.datasets_dir == tmp_path / "state" / "datasets"
+
+
+def test_mlflow_tracking_uri_overrides_the_local_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    settings = Settings()
+    assert settings.tracking_uri == "http://127.0.0.1:5000"
+    assert settings.tracking.artifact_root is None
+
+
+def test_dotenv_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CYOA_HOME", raising=False)
+    (tmp_path / ".env").write_text("CYOA_HOME=from-dotenv\nCYOA_LOG_LEVEL=DEBUG\n")
+    settings = Settings()
+    assert settings.home == Path("from-dotenv") and settings.log_level == "DEBUG"
+
+
+def test_env_example_lists_every_setting() -> None:
+    example = (Path(__file__).resolve().parents[1] / ".env.example").read_text()
+    names = [f"CYOA_{name.upper()}" for name, field in Settings.model_fields.items()
+             if not field.validation_alias] + [str(f.validation_alias) for f in Settings.model_fields.values()
+                                               if f.validation_alias]
+    assert all(name in example for name in names), names
