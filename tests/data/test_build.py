@@ -94,7 +94,7 @@ def test_written_splits_read_back_as_valid_steps(tmp_path: Path) -> None:
     meta = json.loads((out / "metadata.json").read_text())
     assert meta["digest"] == build.digest
     assert meta["stats"]["examples"] == 80
-    assert sorted(sum(meta["splits"].values(), [])) == [f"story_{n:02d}" for n in range(10)]
+    assert sorted(s for ids in meta["splits"].values() for s in ids) == [f"story_{n:02d}" for n in range(10)]
 
 
 def test_statistics() -> None:

@@ -54,7 +54,7 @@ def test_aidungeon_drops_swapped_action_and_result(tmp_path: Path) -> None:
 def test_missing_source_folder_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="no crowdsourcedstory"):
         load_source("aidungeon", tmp_path)
-    with pytest.raises(SourceError, match="fifi.html: cannot read the gamebook"):
+    with pytest.raises(SourceError, match=r"fifi\.html: cannot read the gamebook"):
         load_source("fifi", tmp_path)
 
 
