@@ -13,14 +13,14 @@ from rich.logging import RichHandler
 from rich.table import Table
 from typer.core import TyperGroup
 
-from cyoa import __version__
+from cyoa import __version__, model_cli
 from cyoa.settings import Settings
-from data.build import SPLITS, BuildOptions, build_dataset, write_build
+from data.build import SPLITS, BuildOptions
 from data.issues import ValidationIssue
-from data.sources import SOURCE_NAMES, ExtraSource, load_source
+from data.sources import SOURCE_NAMES
 from data.steps import read_steps
-from data.validation import load_stories, story_files, validate_story_file
-from engine.errors import CyoaError, InvalidDataError
+from data.validation import validate_story_file
+from engine.errors import CyoaError
 
 log = logging.getLogger("cyoa")
 out = Console()
@@ -42,6 +42,10 @@ app = typer.Typer(cls=CyoaGroup, no_args_is_help=True, pretty_exceptions_enable=
                   help="Anime choose-your-own-adventure stories: dataset, model and Discord bot.")
 data_app = typer.Typer(cls=CyoaGroup, no_args_is_help=True, help="Validate and build the story dataset.")
 app.add_typer(data_app, name="data")
+app.command()(model_cli.train)
+app.command()(model_cli.evaluate)
+app.command()(model_cli.promote)
+app.command()(model_cli.bootstrap)
 
 
 def _version(value: bool) -> None:
@@ -132,19 +136,12 @@ def build(
         options = BuildOptions(seed, validation_fraction, test_fraction)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--validation-fraction/--test-fraction") from exc
-    folder = stories or settings.stories_dir
-    found, issues = load_stories(folder)
-    if issues:
-        raise InvalidDataError(issues)
-    if not found:
-        raise CyoaError(f"{folder}: no story files (*.json) found")
-    extras: list[ExtraSource] = [load_source(name, settings.public_data_dir) for name in dict.fromkeys(source or [])]
-    result = build_dataset(found, extras, options)
-    written = write_build(result, settings.datasets_dir)
     # Imported here: MLflow takes seconds to import, and validate does not need it.
-    from data.versioning import log_build
+    from data.dataset_job import build_dataset_version
 
-    run_id = log_build(result, written, list(story_files([folder])), settings.tracking)
+    built = build_dataset_version(stories or settings.stories_dir, source or [], settings.public_data_dir, options,
+                                  settings.datasets_dir, settings.tracking)
+    result, run_id, written = built.build, built.run_id, built.folder
     summary = {"digest": result.digest, "run_id": run_id, "path": str(written), **result.stats,
                "split_digests": {split: result.split_digest(split) for split in SPLITS}}
     if as_json:

@@ -26,6 +26,7 @@ class Settings(BaseSettings):
         default=REPO_ROOT.parent / "shared" / "data" / "public",
         description="folder of the openly licensed extra sources (holds SOURCES.md)",
     )
+    model_name: str = Field(default="cyoa-storyteller", description="registered model name in the MLflow registry")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @property
@@ -41,3 +42,10 @@ class Settings(BaseSettings):
     @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.home / "checkpoints"
+
+    def model_uri(self, alias: str) -> str:
+        return f"models:/{self.model_name}@{alias}"

@@ -5,7 +5,12 @@
     ├── DatasetError          the story or step data cannot be used
     │   ├── InvalidDataError  validation found problems; carries every issue found
     │   └── SourceError       an optional extra data source is missing or unreadable
-    └── TrackingError         the MLflow tracking store or registry failed
+    ├── TrackingError         the MLflow tracking store or registry failed
+    ├── ModelError            the storyteller model cannot be used
+    │   ├── ModelNotFoundError   no such registered model, version or alias
+    │   ├── ModelLoadError       the artifact is corrupt or incompatible (e.g. another prompt format)
+    │   └── TrainingError        training cannot start or continue
+    └── MalformedOutputError  a model output does not parse as a scene (carries the reason and the text)
 
 Third-party errors are converted at the edge (``raise DatasetError(...) from exc``) so callers only ever
 need to catch ``CyoaError`` to tell expected failures from bugs.
@@ -45,3 +50,28 @@ class SourceError(DatasetError):
 
 class TrackingError(CyoaError):
     """The MLflow tracking store or model registry failed."""
+
+
+class ModelError(CyoaError):
+    """The storyteller model cannot be used."""
+
+
+class ModelNotFoundError(ModelError):
+    """No such registered model, version or alias."""
+
+
+class ModelLoadError(ModelError):
+    """A model artifact is corrupt or incompatible with this version of cyoa."""
+
+
+class TrainingError(ModelError):
+    """Training cannot start or continue."""
+
+
+class MalformedOutputError(CyoaError):
+    """A model output does not parse as a scene."""
+
+    def __init__(self, reason: str, text: str) -> None:
+        self.reason = reason
+        self.text = text
+        super().__init__(f"malformed model output: {reason}")

@@ -1,0 +1,210 @@
+"""``cyoa train``, ``cyoa evaluate``, ``cyoa promote`` and ``cyoa bootstrap``: thin commands over ``models``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from cyoa.settings import Settings
+from data.build import BuildOptions
+from data.steps import Step, read_steps, steps_to_jsonl
+from data.versioning import DatasetVersion
+from engine.errors import DatasetError, InvalidDataError, ModelNotFoundError
+
+out = Console()
+err = Console(stderr=True)
+
+
+# --- shared pieces ------------------------------------------------------------------------------
+def dataset_version(settings: Settings, ref: str) -> DatasetVersion:
+    """The dataset version ``ref``; with ``latest`` and none built yet, build the bundled stories now."""
+    from data.dataset_job import build_dataset_version
+    from data.versioning import find_dataset
+
+    found = find_dataset(settings.tracking, settings.datasets_dir, ref)
+    if found is not None:
+        return found
+    err.print("no dataset version yet: building the bundled stories first (cyoa data build)")
+    return build_dataset_version(settings.stories_dir, [], settings.public_data_dir, BuildOptions(),
+                                 settings.datasets_dir, settings.tracking).version
+
+
+def evaluation_data(settings: Settings, data: Path | None) -> tuple[list[Step], str, str]:
+    """Steps to evaluate on, a label for metric names, and the data's content digest."""
+    if data is None:
+        version = dataset_version(settings, "latest")
+        steps, label = version.splits["test"], "test"
+    else:
+        steps, issues = read_steps(data)
+        if issues:
+            raise InvalidDataError(issues)
+        label = "data_" + "".join(c if c.isalnum() else "_" for c in data.stem)
+    if not steps:
+        raise DatasetError("no steps to evaluate on")
+    digest = hashlib.sha256(steps_to_jsonl(steps).encode("utf-8")).hexdigest()[:16]
+    return steps, label, digest
+
+
+def default_model(settings: Settings) -> str:
+    """``@champion``, or ``@challenger`` (said on stderr) while no champion exists."""
+    from models.registry import CHALLENGER, CHAMPION, version_by_alias
+
+    if version_by_alias(settings.tracking, settings.model_name, CHAMPION) is not None:
+        return settings.model_uri(CHAMPION)
+    if version_by_alias(settings.tracking, settings.model_name, CHALLENGER) is not None:
+        err.print(f"no champion yet: evaluating {settings.model_uri(CHALLENGER)}")
+        return settings.model_uri(CHALLENGER)
+    return settings.model_uri(CHAMPION)  # loading it gives the error that says what to run
+
+
+@contextmanager
+def training_progress(quiet: bool) -> Iterator[Any]:
+    columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn())
+    with Progress(*columns, console=err, disable=quiet, transient=False) as progress:
+        task = progress.add_task("training", total=None, info="")
+
+        def update(p: Any) -> None:
+            best = f" best val {p.best_val_loss:.3f}" if p.best_val_loss is not None else ""
+            progress.update(task, completed=p.step, total=p.total_steps, info=f"loss {p.train_loss:.3f}{best}")
+
+        yield update
+
+
+def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
+    columns = sorted({key for metrics in rows.values() for key in metrics})
+    table = Table("", *columns, title=title)
+    for name, metrics in rows.items():
+        table.add_row(name, *(f"{metrics[c]:.3f}" if c in metrics else "" for c in columns))
+    return table
+
+
+# --- commands -----------------------------------------------------------------------------------
+def train(
+    preset_name: Annotated[str, typer.Option("--preset", help="tiny, small (starter) or base.")] = "small",
+    base_model: Annotated[Path | None, typer.Option(help="Fine-tune this local Hugging Face checkpoint folder "
+                                                    "(GPT-2 family, or T5/BART via the seq2seq path).")] = None,
+    dataset: Annotated[str, typer.Option(help="A dataset digest (or prefix) or 'latest'.")] = "latest",
+    max_minutes: Annotated[float | None, typer.Option(help="Time budget; ends training cleanly.")] = None,
+    max_epochs: Annotated[int | None, typer.Option(help="Override the preset's maximum epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Override the preset's batch size.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="Override the preset's peak learning rate.")] = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue the newest unfinished run from its last "
+                                         "checkpoint.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+) -> None:
+    """Train a storyteller, log it to MLflow and register it as the new `challenger`."""
+    from engine.errors import TrainingError
+    from models.config import preset
+    from models.train_job import train_model
+    from models.training import unfinished_runs
+
+    settings = Settings()
+    resume_from = None
+    if resume:
+        runs = unfinished_runs(settings.checkpoints_dir)
+        if not runs:
+            raise TrainingError(f"nothing to resume: no unfinished run under {settings.checkpoints_dir}")
+        resume_from = runs[0]
+    config = preset(preset_name, max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
+                    base_model=str(base_model) if base_model else None, max_minutes=max_minutes)
+    version = dataset_version(settings, dataset)
+    with training_progress(as_json) as on_progress:
+        outcome = train_model(config, version, settings.tracking, settings.checkpoints_dir, settings.model_name,
+                              resume_from=resume_from, on_progress=on_progress, max_minutes=max_minutes)
+    result = {"model": f"{outcome.registered.name}/{outcome.registered.version}", "alias": "challenger",
+              "run_id": outcome.registered.run_id, "dataset": version.digest, "preset": config.preset,
+              "parameters": outcome.parameters, "steps": outcome.state.step, "best_step": outcome.state.best_step,
+              "best_val_loss": round(outcome.state.best_val_loss, 4), "stop_reason": outcome.state.stop_reason,
+              "seconds": round(outcome.seconds, 1), "tokens_per_second": round(outcome.tokens_per_second)}
+    if as_json:
+        print(json.dumps(result, indent=2))
+        return
+    out.print(f"registered [bold]{result['model']}[/] as challenger (run {result['run_id']}): best validation loss "
+              f"{result['best_val_loss']} at step {result['best_step']}, stopped by {result['stop_reason']} after "
+              f"{result['seconds']} s ({result['tokens_per_second']} tokens/s)")
+
+
+def evaluate(
+    model: Annotated[str | None, typer.Option(help="Model URI: models:/NAME@ALIAS, models:/NAME/VERSION, "
+                                              "runs:/RUN/model or a storyteller folder. Default: @champion.")] = None,
+    data: Annotated[Path | None, typer.Option(help="A step-format file (JSON Lines). Default: the test split.")] = None,
+    samples: Annotated[int, typer.Option(help="How many next scenes to generate.")] = 64,
+    seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1234,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
+) -> None:
+    """Perplexity, parse rate, length, diversity, repetition and coherence, overall and per genre."""
+    from models.evaluation import EvalOptions, MiniLM
+    from models.evaluation import evaluate as run_evaluation
+    from models.registry import load_storyteller, log_evaluation
+
+    settings = Settings()
+    steps, label, digest = evaluation_data(settings, data)
+    storyteller = load_storyteller(settings.tracking, model or default_model(settings))
+    err.print(f"evaluating {storyteller.version} on {len(steps)} steps ({label}), {samples} generated samples")
+    report = run_evaluation(storyteller, steps, label, EvalOptions(samples=samples, seed=seed), MiniLM())
+    run_id = log_evaluation(settings.tracking, report, label, digest)
+    if as_json:
+        print(json.dumps({**report.as_dict(), "data_digest": digest, "run_id": run_id}, indent=2))
+        return
+    out.print(metrics_table(f"{report.model} on {label}", {"all": report.metrics, **report.per_genre}))
+    if run_id:
+        out.print(f"logged on MLflow run {run_id}")
+
+
+def promote(
+    force: Annotated[bool, typer.Option("--force", help="Promote even if the gate fails (recorded as a tag).")] = False,
+    data: Annotated[Path | None, typer.Option(help="Step file to compare on (default: test split).")] = None,
+    samples: Annotated[int, typer.Option(help="Generated samples per model.")] = 64,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON on stdout.")] = False,
+) -> None:
+    """Move `champion` to the `challenger` version if it passes the gate against the current champion."""
+    from models.evaluation import EvalOptions, MiniLM
+    from models.promotion_job import promote as run_promotion
+
+    settings = Settings()
+    steps, label, digest = evaluation_data(settings, data)
+    decision = run_promotion(settings.tracking, settings.model_name, steps, label, digest, EvalOptions(samples=samples),
+                             MiniLM(), force=force, on_stage=lambda stage: err.print(stage))
+    if as_json:
+        print(json.dumps(decision.as_dict(), indent=2))
+    else:
+        rows = {f"challenger {decision.challenger}": decision.challenger_metrics}
+        if decision.champion_metrics is not None:
+            rows[f"champion {decision.champion}"] = decision.champion_metrics
+        if decision.challenger_metrics:
+            out.print(metrics_table("promotion gate", rows))
+        verdict = "promoted" if decision.promoted else "not promoted"
+        forced = " (forced)" if decision.forced else ""
+        out.print(f"{decision.challenger}: {verdict}{forced}: {'; '.join(decision.gate.reasons)}")
+    if not decision.promoted and not decision.gate.reasons[0].endswith("already the champion"):
+        raise typer.Exit(1)
+
+
+def bootstrap(
+    preset_name: Annotated[str, typer.Option("--preset", help="The preset to train if no champion exists.")] = "small",
+    max_minutes: Annotated[float, typer.Option(help="Time budget for training.")] = 15.0,
+) -> None:
+    """Make sure a champion exists: build the dataset, train, evaluate and promote the starter model."""
+    from models.registry import CHAMPION, version_by_alias
+
+    settings = Settings()
+    champion = version_by_alias(settings.tracking, settings.model_name, CHAMPION)
+    if champion is not None:
+        out.print(f"champion: {settings.model_name}/{champion.version}")
+        return
+    err.print(f"no champion yet: training the {preset_name} starter model (at most {max_minutes:g} minutes)")
+    train(preset_name=preset_name, base_model=None, dataset="latest", max_minutes=max_minutes, max_epochs=None,
+          batch_size=None, learning_rate=None, resume=False, as_json=False)
+    promote(force=False, data=None, samples=64, as_json=False)
+    if version_by_alias(settings.tracking, settings.model_name, CHAMPION) is None:
+        raise ModelNotFoundError("the starter model did not pass the promotion gate; see the table above")

@@ -1,0 +1,28 @@
+"""What the engine needs from the outside world, as Protocols. ``models`` and ``data`` implement them;
+``engine.fakes`` ships fakes for tests of game rules."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from engine.prompt_format import StoryContext
+
+
+@dataclass(frozen=True)
+class WrittenScene:
+    """A model's raw answer (to be parsed with ``engine.prompt_format.parse_output``) and who wrote it."""
+
+    text: str
+    model_version: str
+
+
+class SceneWriter(Protocol):
+    """Writes the next scene for each context. One call is one batched model call, so the branches of a vote
+    are written together; implementations never block the event loop."""
+
+    @property
+    def model_version(self) -> str: ...
+
+    async def write(self, contexts: Sequence[StoryContext]) -> list[WrittenScene]: ...

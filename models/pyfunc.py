@@ -1,0 +1,33 @@
+"""The MLflow pyfunc wrapper around a storyteller folder.
+
+Why pyfunc and not the ``mlflow.transformers`` flavour: transformers 5 has no ``text2text-generation``
+pipeline, so the flavour cannot log the T5/BART models that ``--base-model`` fine-tunes; and the engine needs
+the model, tokenizer, prompt-format version and sampling preset together to batch ``generate`` calls itself.
+One flavour for both families keeps loading identical: the storyteller folder travels as the artifact
+``storyteller`` and loads from local files only.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from mlflow.pyfunc.model import PythonModel
+
+from models.storyteller import Storyteller
+
+
+class StorytellerModel(PythonModel):
+    """``predict`` takes a DataFrame with a ``prompt`` column (rendered prompts) and returns the answers."""
+
+    storyteller: Storyteller
+    # The signature is logged explicitly; without this MLflow reads predict's ``Any`` hints as a schema and warns.
+    _skip_type_hint_validation = True
+
+    def load_context(self, context: Any) -> None:
+        self.storyteller = Storyteller.load(Path(context.artifacts["storyteller"]))
+
+    def predict(self, context: Any, model_input: Any, params: dict[str, Any] | None = None) -> list[str]:
+        prompts = [str(p) for p in model_input["prompt"]]
+        seed = (params or {}).get("seed")
+        return self.storyteller.generate_from_text(prompts, seed=int(seed) if seed is not None else None)

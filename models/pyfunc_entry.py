@@ -1,0 +1,7 @@
+"""Model-from-code entry point that MLflow executes when it logs or loads a storyteller (no pickling)."""
+
+from mlflow.models import set_model
+
+from models.pyfunc import StorytellerModel
+
+set_model(StorytellerModel())

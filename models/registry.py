@@ -1,0 +1,202 @@
+"""The model registry: logging a storyteller, registering versions, aliases, and loading by URI.
+
+Registry stages are deprecated in MLflow, so the project uses aliases: ``challenger`` is set by training,
+``champion`` by ``cyoa promote``. A model URI is ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
+``runs:/<run id>/model`` or a local storyteller folder.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import mlflow.pyfunc
+import pandas as pd
+from mlflow.entities import Metric
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
+from mlflow.models import ModelSignature
+from mlflow.tracking import MlflowClient
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+
+from data.tracking import TrackingTarget
+from engine.errors import ModelLoadError, ModelNotFoundError, TrackingError
+from engine.prompt_format import PROMPT_FORMAT_VERSION, StoryContext, render_prompt
+from models import pyfunc_entry
+from models.evaluation import EvalReport, flat_metrics, samples_table
+from models.storyteller import CARD_FILE, Card, Storyteller
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+MODEL_ARTIFACT = "model"
+
+
+def pip_requirements() -> list[str]:
+    """Pinned explicitly: MLflow's inference of requirements imports optional packages and fails."""
+    from importlib.metadata import version
+
+    return [f"{name}=={version(name)}" for name in ("torch", "transformers", "tokenizers", "mlflow", "pandas")]
+
+
+def signature() -> ModelSignature:
+    return ModelSignature(inputs=Schema([ColSpec("string", "prompt")]), outputs=Schema([ColSpec("string")]),
+                          params=ParamSchema([ParamSpec("seed", "long", None)]))
+
+
+@dataclass(frozen=True)
+class Registered:
+    name: str
+    version: str
+    run_id: str
+
+
+def log_storyteller(folder: Path, card: Card, name: str) -> Registered:
+    """Log the storyteller folder to the active run as a pyfunc model and register a new version."""
+    example = pd.DataFrame({"prompt": [render_prompt(StoryContext("fantasy", "A dragon wakes under the school."))]})
+    metadata = {"prompt_format_version": card.prompt_format_version, "family": card.family,
+                "preset": card.config.preset, "dataset_digest": card.dataset_digest,
+                "sampling": card.config.sampling.__dict__, "train_config": card.config.to_dict()}
+    try:
+        with warnings.catch_warnings():
+            # The signature is given; MLflow still tries (and fails) to infer one from predict's type hints.
+            warnings.filterwarnings("ignore", message="Failed to infer signature from type hint")
+            info = mlflow.pyfunc.log_model(
+                name=MODEL_ARTIFACT, python_model=str(Path(pyfunc_entry.__file__)),
+                artifacts={"storyteller": str(folder)}, pip_requirements=pip_requirements(), signature=signature(),
+                input_example=example, metadata=metadata, registered_model_name=name,
+            )
+        version = str(info.registered_model_version)
+        client = MlflowClient()
+        for key, value in (("prompt_format_version", card.prompt_format_version),
+                           ("dataset_digest", card.dataset_digest), ("preset", card.config.preset)):
+            client.set_model_version_tag(name, version, f"cyoa.{key}", str(value))
+    except MlflowException as exc:
+        raise TrackingError(f"cannot log or register the model {name}: {exc.message}") from exc
+    return Registered(name, version, str(info.run_id))
+
+
+def set_alias(target: TrackingTarget, name: str, alias: str, version: str) -> None:
+    target.activate()
+    try:
+        MlflowClient().set_registered_model_alias(name, alias, version)
+    except MlflowException as exc:
+        raise TrackingError(f"cannot set alias {alias} on {name} version {version}: {exc.message}") from exc
+
+
+def version_by_alias(target: TrackingTarget, name: str, alias: str) -> ModelVersion | None:
+    """The version an alias points at, ``None`` if the model or the alias does not exist."""
+    target.activate()
+    try:
+        return MlflowClient().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def resolve(target: TrackingTarget, uri: str) -> tuple[str, ModelVersion | None]:
+    """The URI to load and the registered version behind it (``None`` for runs:/ URIs and folders).
+
+    Errors say what to run: a missing model means train one, a missing alias means promote one.
+    """
+    if not uri.startswith("models:/"):
+        return uri, None
+    target.activate()
+    client = MlflowClient()
+    spec = uri.removeprefix("models:/")
+    name, alias, number = spec, None, None
+    if "@" in spec:
+        name, alias = spec.split("@", 1)
+    elif "/" in spec:
+        name, number = spec.split("/", 1)
+    try:
+        client.get_registered_model(name)
+    except MlflowException as exc:
+        raise ModelNotFoundError(f"no registered model {name!r} in {target.uri}: train one with "
+                                 f"`cyoa train` (or `make play` to bootstrap the starter model)") from exc
+    try:
+        version = (client.get_model_version_by_alias(name, alias) if alias is not None
+                   else client.get_model_version(name, str(number)))
+    except MlflowException as exc:
+        aliases = sorted(client.get_registered_model(name).aliases)
+        if alias == CHAMPION:
+            hint = "promote a version with `cyoa promote`"
+        elif alias == CHALLENGER:
+            hint = "train one with `cyoa train`"
+        else:
+            hint = f"use one of its aliases ({', '.join(aliases) or 'none yet'}) or a version number"
+        what = f"alias {alias!r}" if alias is not None else f"version {number}"
+        raise ModelNotFoundError(f"model {name} has no {what}: {hint}") from exc
+    return f"models:/{name}/{version.version}", version
+
+
+def load_storyteller(target: TrackingTarget, uri: str) -> Storyteller:
+    """Load a storyteller by model URI (or from a local folder), from local files only."""
+    if Path(uri).is_dir():
+        return Storyteller.load(Path(uri))
+    resolved, version = resolve(target, uri)
+    label = f"{version.name}/{version.version}" if version is not None else uri
+    if version is not None:
+        found = (version.tags or {}).get("cyoa.prompt_format_version")
+        if found is not None and found != str(PROMPT_FORMAT_VERSION):
+            raise ModelLoadError(
+                f"model {label} was trained with prompt format {found}, but this cyoa speaks format "
+                f"{PROMPT_FORMAT_VERSION}: retrain it with `cyoa train`, or run the cyoa release that trained it")
+    try:
+        model = mlflow.pyfunc.load_model(resolved)
+    except ModelLoadError as exc:  # raised by load_context for a bad storyteller folder
+        raise ModelLoadError(f"model {label}: {exc}") from exc
+    except MlflowException as exc:
+        raise ModelLoadError(f"model {label}: cannot load its artifacts ({exc.message}); retrain with "
+                             f"`cyoa train` or point the alias at another version") from exc
+    except Exception as exc:  # a corrupt pickle or missing file surfaces as anything
+        raise ModelLoadError(f"model {label}: the artifact is corrupt ({type(exc).__name__}: {exc}); retrain "
+                             f"with `cyoa train` or point the alias at another version") from exc
+    storyteller: Storyteller = model.unwrap_python_model().storyteller
+    storyteller.version = label
+    return storyteller
+
+
+def download_card(target: TrackingTarget, uri: str) -> Card:
+    """Read a logged model's card without loading its weights."""
+    resolved, _ = resolve(target, uri)
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            local = mlflow.artifacts.download_artifacts(f"{resolved}/artifacts/storyteller/{CARD_FILE}", dst_path=tmp)
+        except MlflowException as exc:
+            raise ModelLoadError(f"model {uri}: no storyteller card ({exc.message})") from exc
+        return Card.from_json(Path(local).read_text(encoding="utf-8"))
+
+
+def log_evaluation(target: TrackingTarget, report: EvalReport, prefix: str, data_digest: str) -> str | None:
+    """Log an evaluation's metrics and sample table on the run that produced the evaluated model version.
+
+    Returns that run's id, or ``None`` when the model is not a registered version (nothing is logged then).
+    """
+    name, _, number = report.model.partition("/")
+    if not number.isdigit():
+        return None
+    target.activate()
+    client = MlflowClient()
+    try:
+        run_id = str(client.get_model_version(name, number).run_id)
+        now = int(time.time() * 1000)
+        metrics = [Metric(key, value, now, 0) for key, value in flat_metrics(report, prefix).items()]
+        for start in range(0, len(metrics), 500):  # log_batch takes at most 1000 entries
+            client.log_batch(run_id, metrics=metrics[start:start + 500])
+        client.set_tag(run_id, f"cyoa.eval.{prefix}.data_digest", data_digest)
+        if report.samples:
+            mlflow.log_table(samples_table(report), artifact_file=f"evaluation/{prefix}_samples.json", run_id=run_id)
+    except MlflowException as exc:
+        raise TrackingError(f"cannot log the evaluation of {report.model}: {exc.message}") from exc
+    return run_id
+
+
+def set_version_tag(target: TrackingTarget, name: str, version: str, key: str, value: str) -> None:
+    target.activate()
+    try:
+        MlflowClient().set_model_version_tag(name, version, key, value)
+    except MlflowException as exc:
+        raise TrackingError(f"cannot tag {name} version {version}: {exc.message}") from exc

@@ -1,0 +1,232 @@
+"""The storyteller: a causal (GPT-2 family) or seq2seq (T5/BART) model with its tokenizer and its card.
+
+A storyteller folder holds ``model/``, ``tokenizer/`` and ``storyteller.json`` (prompt-format version,
+family, the training config that rebuilds it, the dataset digest). The same folder is what MLflow logs.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from torch.nn import functional
+from transformers import (
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    LogitsProcessorList,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from engine.errors import ModelLoadError
+from engine.prompt_format import END, PAD, PROMPT_FORMAT_VERSION, StoryContext
+from models.config import Sampling, TrainConfig
+from models.examples import Encoded, generation_prompts
+from models.grammar import SceneGrammar
+from models.tokenizer import token_id
+
+CARD_FILE = "storyteller.json"
+CAUSAL = "causal"
+SEQ2SEQ = "seq2seq"
+
+# torch's global RNG is shared: seeded generation must not interleave with another thread's.
+_GENERATION_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Card:
+    """What a storyteller folder says about itself."""
+
+    prompt_format_version: int
+    family: str
+    config: TrainConfig
+    dataset_digest: str | None = None
+
+    def to_json(self) -> str:
+        return json.dumps({"prompt_format_version": self.prompt_format_version, "family": self.family,
+                           "config": self.config.to_dict(), "dataset_digest": self.dataset_digest}, indent=2)
+
+    @classmethod
+    def from_json(cls, text: str) -> Card:
+        data = json.loads(text)
+        return cls(int(data["prompt_format_version"]), str(data["family"]), TrainConfig.from_dict(data["config"]),
+                   data.get("dataset_digest"))
+
+
+def collate(batch: Sequence[Encoded], pad_id: int, seq2seq: bool) -> dict[str, torch.Tensor]:
+    """Right-pad a batch. Causal: labels follow input_ids; seq2seq: labels are padded separately."""
+    width = max(len(e.input_ids) for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    label_width = max(len(e.labels) for e in batch) if seq2seq else width
+    labels = torch.full((len(batch), label_width), -100, dtype=torch.long)
+    for row, example in enumerate(batch):
+        ids[row, : len(example.input_ids)] = torch.tensor(example.input_ids)
+        mask[row, : len(example.input_ids)] = 1
+        labels[row, : len(example.labels)] = torch.tensor(example.labels)
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+class Storyteller:
+    def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, card: Card,
+                 version: str = "local") -> None:
+        self.model = model
+        self.tokenizer = tokenizer
+        self.card = card
+        self.version = version
+        self.end_id = token_id(tokenizer, END)
+        self.pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else token_id(tokenizer, PAD)
+
+    @property
+    def seq2seq(self) -> bool:
+        return self.card.family == SEQ2SEQ
+
+    @property
+    def max_length(self) -> int:
+        return self.card.config.max_length
+
+    @property
+    def sampling(self) -> Sampling:
+        return self.card.config.sampling
+
+    def count_tokens(self, text: str) -> int:
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    # --- saving and loading -------------------------------------------------------------------
+    def save(self, folder: Path) -> Path:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.model.save_pretrained(folder / "model")
+        self.tokenizer.save_pretrained(folder / "tokenizer")
+        (folder / CARD_FILE).write_text(self.card.to_json(), encoding="utf-8")
+        return folder
+
+    @classmethod
+    def load(cls, folder: Path, version: str = "local") -> Storyteller:
+        """Load a storyteller folder, from local files only (never a hub)."""
+        card_path = folder / CARD_FILE
+        try:
+            card = Card.from_json(card_path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise ModelLoadError(f"{folder}: no {CARD_FILE}; this is not a cyoa storyteller") from exc
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise ModelLoadError(f"{card_path}: unreadable or corrupt ({exc})") from exc
+        if card.prompt_format_version != PROMPT_FORMAT_VERSION:
+            raise ModelLoadError(
+                f"model version {version} was trained with prompt format {card.prompt_format_version}, but this "
+                f"cyoa speaks format {PROMPT_FORMAT_VERSION}: retrain it with `cyoa train`, or run the cyoa "
+                f"release that trained it"
+            )
+        loader: Any = AutoModelForSeq2SeqLM if card.family == SEQ2SEQ else AutoModelForCausalLM
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+            model = loader.from_pretrained(folder / "model", local_files_only=True)
+        except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors...
+            raise ModelLoadError(f"{folder}: the model or tokenizer files are corrupt or missing ({exc})") from exc
+        model.eval()
+        return cls(model, tokenizer, card, version)
+
+    # --- scoring ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def row_losses(self, batch: dict[str, torch.Tensor], bf16: bool = False) -> tuple[list[float], list[int]]:
+        """Per example of the batch: summed negative log-likelihood of its label tokens, and their count."""
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            losses, mask = token_losses(self.model, batch, self.seq2seq)
+        return losses.sum(dim=1).tolist(), mask.sum(dim=1).tolist()
+
+    # --- writing ------------------------------------------------------------------------------
+    def write(self, contexts: Sequence[StoryContext], sampling: Sampling | None = None,
+              seed: int | None = None) -> list[str]:
+        """Write the next scene for every context in one batched ``generate`` call."""
+        sampling = sampling or self.sampling
+        prompts = generation_prompts(self.tokenizer, contexts, self.max_length, sampling.max_new_tokens, self.seq2seq)
+        return self.generate(prompts, sampling, seed)
+
+    def generate_from_text(self, prompts: Sequence[str], sampling: Sampling | None = None,
+                           seed: int | None = None) -> list[str]:
+        """Generate from already rendered prompts (the pyfunc ``predict`` path); prompts are cut from the left."""
+        sampling = sampling or self.sampling
+        budget = self.max_length if self.seq2seq else self.max_length - sampling.max_new_tokens
+        ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"][-budget:] for p in prompts]
+        return self.generate(ids, sampling, seed)
+
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[list[int]], sampling: Sampling, seed: int | None = None) -> list[str]:
+        if not prompts:
+            return []
+        width = max(len(p) for p in prompts)
+        ids = torch.full((len(prompts), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros_like(ids)
+        for row, prompt in enumerate(prompts):
+            if self.seq2seq:  # encoder inputs: right padding
+                ids[row, : len(prompt)] = torch.tensor(prompt)
+                mask[row, : len(prompt)] = 1
+            else:  # decoder-only: left padding, so every row continues from its last real token
+                ids[row, width - len(prompt):] = torch.tensor(prompt)
+                mask[row, width - len(prompt):] = 1
+        with _GENERATION_LOCK:
+            if seed is not None:
+                torch.manual_seed(seed)
+            # Generated tokens start after the prompt (decoder-only) or after the decoder's start token.
+            grammar = SceneGrammar(self.tokenizer, 1 if self.seq2seq else width, sampling.max_new_tokens)
+            output = cast(Any, self.model).generate(
+                input_ids=ids, attention_mask=mask, do_sample=True, temperature=sampling.temperature,
+                top_p=sampling.top_p, repetition_penalty=sampling.repetition_penalty,
+                max_new_tokens=sampling.max_new_tokens, eos_token_id=self.end_id, pad_token_id=self.pad_id,
+                logits_processor=LogitsProcessorList([grammar] if sampling.constrained else []),
+            )
+        new_tokens = output if self.seq2seq else output[:, width:]
+        return [self._decode(row.tolist()) for row in new_tokens]
+
+    def _decode(self, ids: list[int]) -> str:
+        ids = [i for i in ids if i != self.pad_id]
+        if self.end_id in ids:
+            ids = ids[: ids.index(self.end_id) + 1]
+        text = str(self.tokenizer.decode(ids, skip_special_tokens=False, clean_up_tokenization_spaces=False))
+        # A seq2seq decoder starts with its own start token (T5's <pad>, BART's </s>): not part of the answer.
+        for token in (self.tokenizer.pad_token, self.tokenizer.bos_token, getattr(self.tokenizer, "eos_token", None)):
+            if token and token != END:
+                text = text.replace(token, "")
+        return text.strip()
+
+
+def token_losses(
+    model: PreTrainedModel, batch: dict[str, torch.Tensor], seq2seq: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Cross-entropy of every label token (0 where the label is -100), and the mask of counted tokens.
+
+    Causal models predict the next token, so logits and labels are shifted by one. For GPT-2 the output
+    layer runs only at the target positions: the prompt is most of each sequence and needs no logits,
+    which saves a quarter of the training time of the starter model (bench/, README).
+    """
+    forward = cast(Any, model)
+    ids, attention = batch["input_ids"], batch["attention_mask"]
+    if seq2seq:
+        labels = batch["labels"]
+        logits = forward(input_ids=ids, attention_mask=attention, labels=labels).logits
+        mask = labels != -100
+        flat = functional.cross_entropy(logits[mask].float(), labels[mask], reduction="none")
+    else:
+        labels = batch["labels"][:, 1:]
+        mask = labels != -100
+        if getattr(model.config, "model_type", "") == "gpt2":
+            hidden = forward.transformer(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
+            logits = forward.lm_head(hidden[mask])
+        else:
+            logits = forward(input_ids=ids, attention_mask=attention).logits[:, :-1][mask]
+        flat = functional.cross_entropy(logits.float(), labels[mask], reduction="none")
+    losses = torch.zeros(labels.shape, dtype=flat.dtype)
+    losses[mask] = flat
+    return losses, mask
+
+
+def token_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor], seq2seq: bool) -> torch.Tensor:
+    """Mean cross-entropy over all label tokens of the batch: the training objective."""
+    losses, mask = token_losses(model, batch, seq2seq)
+    return losses.sum() / mask.sum().clamp(min=1)
+

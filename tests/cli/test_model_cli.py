@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from cyoa.cli import app
+from data import STORIES_DIR
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def few_stories(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Twelve bundled stories, one per genre, so the CLI builds and trains on a small dataset."""
+    folder = tmp_path / "stories"
+    folder.mkdir()
+    seen: set[str] = set()
+    for path in sorted(STORIES_DIR.glob("*.json")):
+        genre = json.loads(path.read_text())["genre"]
+        if genre not in seen and len(seen) < 12:
+            seen.add(genre)
+            shutil.copy(path, folder)
+    monkeypatch.setenv("CYOA_STORIES_DIR", str(folder))
+    return folder
+
+
+def run_json(*args: str) -> dict[str, object]:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    return json.loads(result.stdout)  # type: ignore[no-any-return]
+
+
+def test_train_evaluate_promote(few_stories: Path) -> None:
+    trained = run_json("train", "--preset", "tiny", "--max-epochs", "1", "--json")
+    assert trained["model"] == "cyoa-storyteller/1" and trained["alias"] == "challenger"
+    assert trained["stop_reason"] == "max epochs" and trained["preset"] == "tiny"
+
+    result = runner.invoke(app, ["evaluate", "--samples", "3", "--json"])
+    assert result.exit_code == 0, result.output
+    assert "no champion yet: evaluating models:/cyoa-storyteller@challenger" in result.stderr
+    report = json.loads(result.stdout)
+    assert report["model"] == "cyoa-storyteller/1" and report["data"] == "test"
+    assert {"perplexity", "parse_rate", "coherence", "reference_coherence", "distinct_2"} <= set(report["metrics"])
+
+    decision = run_json("promote", "--samples", "3", "--json")
+    assert decision["promoted"] is True and decision["reasons"] == ["no champion yet"]
+
+    again = runner.invoke(app, ["bootstrap"])
+    assert again.exit_code == 0 and "champion: cyoa-storyteller/1" in again.stdout
+
+
+def test_evaluate_without_any_model_says_what_to_run(few_stories: Path) -> None:
+    result = runner.invoke(app, ["evaluate", "--samples", "1"])
+    assert result.exit_code == 1
+    assert "no registered model 'cyoa-storyteller'" in result.stderr and "cyoa train" in result.stderr
+
+
+def test_evaluate_rejects_a_broken_data_file(tmp_path: Path) -> None:
+    data = tmp_path / "mine.jsonl"
+    data.write_text('{"id": "x"}\n')
+    result = runner.invoke(app, ["evaluate", "--data", str(data)])
+    assert result.exit_code == 1
+    assert f"{data}: line 1, step x, genre: missing (required)" in result.stderr
+
+
+def test_resume_with_nothing_to_resume() -> None:
+    result = runner.invoke(app, ["train", "--resume"])
+    assert result.exit_code == 1 and "nothing to resume" in result.stderr
