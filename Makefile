@@ -7,7 +7,7 @@ TORCH ?= torch==2.13.0
 # Where this machine keeps that wheel (pip's own config points there too; this makes it explicit).
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup test lint play data clean
+.PHONY: setup test lint play data bench clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -29,9 +29,15 @@ data: setup
 	$(VENV)/bin/cyoa data validate
 	$(VENV)/bin/cyoa data build
 
-play: data
-	@echo "The dataset is built and logged to MLflow (mlflow ui --backend-store-uri sqlite:///.cyoa/mlflow.db)."
+# Bootstraps the starter model when no champion exists (dataset, training, evaluation, promotion).
+play: setup
+	$(VENV)/bin/cyoa data validate
+	$(VENV)/bin/cyoa bootstrap
+	@echo "The model is ready (mlflow ui --backend-store-uri sqlite:///.cyoa/mlflow.db shows its runs)."
 	@echo "The game itself arrives with the story engine (issue 4): 'make play' will then start it."
+
+bench: setup
+	$(PY) bench/bench_models.py
 
 clean:
 	rm -rf $(VENV) .cyoa .pytest_cache .mypy_cache .ruff_cache

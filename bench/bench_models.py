@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -114,12 +115,12 @@ def main() -> None:
     if args.child_preset:
         print(json.dumps(training_speed(args.child_preset, steps)))
         return
-    results: dict[str, object] = {"machine": f"{platform.machine()}, {platform.processor() or 'cpu'}, "
-                                             f"{__import__('os').cpu_count()} cores, Python {platform.python_version()}"}
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    results: dict[str, object] = {"machine": machine}
     if args.only in (None, "training"):
         for name in ("tiny", "small", "base"):
-            child = subprocess.run([sys.executable, __file__, "--child-preset", name] + (["--quick"] if args.quick else []),
-                                   capture_output=True, text=True, check=True)
+            command = [sys.executable, __file__, "--child-preset", name, *(["--quick"] if args.quick else [])]
+            child = subprocess.run(command, capture_output=True, text=True, check=True)
             results[f"train_{name}"] = json.loads(child.stdout.strip().splitlines()[-1])
     if args.only in (None, "generation"):
         results["generation"] = generation_latency(repeats)

@@ -140,6 +140,8 @@ def evaluate(
     data: Annotated[Path | None, typer.Option(help="A step-format file (JSON Lines). Default: the test split.")] = None,
     samples: Annotated[int, typer.Option(help="How many next scenes to generate.")] = 64,
     seed: Annotated[int, typer.Option(help="Sampling seed.")] = 1234,
+    unconstrained: Annotated[bool, typer.Option("--unconstrained", help="Sample without the scene grammar, to "
+                                                "measure the raw model.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON on stdout.")] = False,
 ) -> None:
     """Perplexity, parse rate, length, diversity, repetition and coherence, overall and per genre."""
@@ -151,7 +153,10 @@ def evaluate(
     steps, label, digest = evaluation_data(settings, data)
     storyteller = load_storyteller(settings.tracking, model or default_model(settings))
     err.print(f"evaluating {storyteller.version} on {len(steps)} steps ({label}), {samples} generated samples")
-    report = run_evaluation(storyteller, steps, label, EvalOptions(samples=samples, seed=seed), MiniLM())
+    options = EvalOptions(samples=samples, seed=seed, constrained=False if unconstrained else None)
+    if unconstrained:
+        label += "_unconstrained"
+    report = run_evaluation(storyteller, steps, label, options, MiniLM())
     run_id = log_evaluation(settings.tracking, report, label, digest)
     if as_json:
         print(json.dumps({**report.as_dict(), "data_digest": digest, "run_id": run_id}, indent=2))

@@ -16,7 +16,7 @@ import math
 import random
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -49,6 +49,7 @@ class EvalOptions:
     samples: int = 64
     batch_size: int = 8
     seed: int = 1234
+    constrained: bool | None = None  # None: the model's own sampling preset decides
 
 
 @dataclass
@@ -124,9 +125,12 @@ def pick_samples(steps: Sequence[Step], count: int, seed: int) -> list[Step]:
 def generate_samples(storyteller: Storyteller, steps: Sequence[Step], options: EvalOptions) -> list[Sample]:
     samples: list[Sample] = []
     chosen = pick_samples(steps, options.samples, options.seed)
+    sampling = storyteller.sampling
+    if options.constrained is not None:
+        sampling = replace(sampling, constrained=options.constrained)
     for start in range(0, len(chosen), options.batch_size):
         batch = chosen[start:start + options.batch_size]
-        texts = storyteller.write([step_context(s) for s in batch], seed=options.seed + start)
+        texts = storyteller.write([step_context(s) for s in batch], sampling, seed=options.seed + start)
         for step, text in zip(batch, texts, strict=True):
             try:
                 parsed = parse_output(text)

@@ -63,7 +63,7 @@ def log_storyteller(folder: Path, card: Card, name: str) -> Registered:
     try:
         with warnings.catch_warnings():
             # The signature is given; MLflow still tries (and fails) to infer one from predict's type hints.
-            warnings.filterwarnings("ignore", message="Failed to infer signature from type hint")
+            warnings.filterwarnings("ignore", message=".*Failed to infer signature from type hint")
             info = mlflow.pyfunc.log_model(
                 name=MODEL_ARTIFACT, python_model=str(Path(pyfunc_entry.__file__)),
                 artifacts={"storyteller": str(folder)}, pip_requirements=pip_requirements(), signature=signature(),

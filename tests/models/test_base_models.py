@@ -8,21 +8,23 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tokenizers import Tokenizer, decoders, pre_tokenizers, trainers
+from tokenizers import models as token_models
 from transformers import (
     BartConfig,
     BartForConditionalGeneration,
     GPT2Config,
     GPT2LMHeadModel,
+    PreTrainedTokenizerFast,
     T5Config,
     T5ForConditionalGeneration,
 )
 
 from data.tracking import TrackingTarget
 from data.versioning import DatasetVersion
-from engine.prompt_format import StoryContext
+from engine.prompt_format import SPECIAL_TOKENS, StoryContext
 from models.examples import step_context
 from models.registry import load_storyteller
-from models.tokenizer import train_tokenizer
 from models.train_job import train_model
 from tests.models.conftest import MODEL, small_dataset, tiny
 
@@ -32,9 +34,19 @@ def few_stories(tmp_path_factory: pytest.TempPathFactory) -> DatasetVersion:
     return small_dataset(tmp_path_factory.mktemp("few"), genres=4)
 
 
+def plain_tokenizer(texts: list[str]) -> PreTrainedTokenizerFast:
+    """A byte-level BPE tokenizer that knows nothing of the story markers, like any base model's."""
+    core = Tokenizer(token_models.BPE())
+    core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    core.decoder = decoders.ByteLevel()
+    core.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=600, special_tokens=["<pad>", "</s>"],
+                                                        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=core, pad_token="<pad>", eos_token="</s>")
+
+
 def save_checkpoint(folder: Path, family: str, texts: list[str]) -> Path:
-    # A plain BPE tokenizer without the story markers: training must add them and resize the embeddings.
-    tokenizer = train_tokenizer(texts, 600)
+    # Without the story markers: training must add them and resize the embeddings.
+    tokenizer = plain_tokenizer(texts)
     vocab = len(tokenizer)
     pad, eos = tokenizer.pad_token_id, tokenizer.eos_token_id
     if family == "gpt2":
@@ -64,7 +76,8 @@ def test_fine_tune_a_local_checkpoint(family: str, expected: str, few_stories: D
     storyteller = load_storyteller(fresh_tracking, f"models:/{MODEL}@challenger")
     assert storyteller.card.family == expected
     assert storyteller.card.config.base_model == str(base)
-    assert len(storyteller.tokenizer) > 600  # the markers were added
+    assert all(len(storyteller.tokenizer.tokenize(marker)) == 1 for marker in SPECIAL_TOKENS)  # markers added
+    assert storyteller.model.get_input_embeddings().num_embeddings >= len(storyteller.tokenizer)
     contexts: list[StoryContext] = [step_context(s) for s in few_stories.splits["test"][:3]]
     texts_out = storyteller.write(contexts, seed=1)
     assert len(texts_out) == 3 and all(isinstance(t, str) for t in texts_out)

@@ -37,7 +37,7 @@ def test_promotion_flow(fresh_tracking: TrackingTarget, dataset: DatasetVersion,
     steps = dataset.splits["test"]
     first = promote(tracking, MODEL, steps, "test", "d1", options, None)
     assert first.promoted and first.gate.reasons == ["no champion yet"] and first.champion is None
-    assert client.get_model_version_by_alias(MODEL, "champion").version == first.challenger.split("/")[1]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == first.challenger.split("/")[1]
 
     again = promote(tracking, MODEL, steps, "test", "d1", options, None)
     assert not again.promoted and again.gate.reasons == [f"version {first.challenger.split('/')[1]} is already the champion"]
@@ -48,12 +48,12 @@ def test_promotion_flow(fresh_tracking: TrackingTarget, dataset: DatasetVersion,
     assert not refused.promoted and not refused.gate.passed
     assert any("perplexity" in reason for reason in refused.gate.reasons)
     assert refused.champion_metrics is not None and refused.challenger_metrics["perplexity"] > 1.05 * refused.champion_metrics["perplexity"]
-    assert client.get_model_version_by_alias(MODEL, "champion").version == first.challenger.split("/")[1]
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == first.challenger.split("/")[1]
 
     # ...unless forced, which is recorded on the version.
     forced = promote(tracking, MODEL, steps, "test", "d1", options, None, force=True)
     assert forced.promoted and forced.forced
-    assert client.get_model_version_by_alias(MODEL, "champion").version == worse.registered.version
+    assert str(client.get_model_version_by_alias(MODEL, "champion").version) == worse.registered.version
     tag = client.get_model_version(MODEL, worse.registered.version).tags["cyoa.forced_promotion"]
     assert "perplexity" in tag
 

@@ -35,7 +35,7 @@ def test_training_logs_everything_and_registers_a_challenger(trained: TrainOutco
     assert math.isclose(run.data.metrics["val_perplexity"], math.exp(val[-1].value), rel_tol=1e-6)
     assert [d.dataset.digest for d in run.inputs.dataset_inputs] == [dataset.digest]
     version = client.get_model_version_by_alias(MODEL, "challenger")
-    assert version.version == trained.registered.version == "1"
+    assert str(version.version) == trained.registered.version == "1"
     assert version.tags["cyoa.prompt_format_version"] == str(PROMPT_FORMAT_VERSION)
     card = json.loads((trained.checkpoint / "storyteller.json").read_text())
     assert TrainConfig.from_dict(card["config"]) == tiny(max_epochs=2)  # the config that rebuilds it
