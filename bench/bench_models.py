@@ -74,7 +74,8 @@ def generation_latency(repeats: int) -> dict[str, float]:
 
     settings = Settings()
     storyteller = load_storyteller(settings.tracking, settings.model_uri("champion"))
-    sampling = Sampling(max_new_tokens=120)
+    # Unconstrained, with min_new_tokens: every variant writes exactly 120 tokens (the grammar could end early).
+    sampling = Sampling(max_new_tokens=120, constrained=False)
     context = StoryContext("mecha", "A pilot wakes in a flooded hangar.", ("Aoi-senpai leads the squad.",), "",
                            (Turn("Alarms blare as the sea pours in.", "Climb into the cockpit"),))
     prompts_ids = storyteller.tokenizer(render_prompt(context), add_special_tokens=False)["input_ids"]

@@ -80,11 +80,12 @@ def training_progress(quiet: bool) -> Iterator[Any]:
         yield update
 
 
-def metrics_table(title: str, rows: dict[str, dict[str, float]]) -> Table:
-    columns = sorted({key for metrics in rows.values() for key in metrics})
-    table = Table("", *columns, title=title)
-    for name, metrics in rows.items():
-        table.add_row(name, *(f"{metrics[c]:.3f}" if c in metrics else "" for c in columns))
+def metrics_table(title: str, columns: dict[str, dict[str, float]]) -> Table:
+    """One row per metric, one column per model or genre (many metrics, few columns: fits a terminal)."""
+    metrics = sorted({key for values in columns.values() for key in values})
+    table = Table("metric", *columns, title=title)
+    for metric in metrics:
+        table.add_row(metric, *(f"{values[metric]:.3f}" if metric in values else "" for values in columns.values()))
     return table
 
 
@@ -161,7 +162,8 @@ def evaluate(
     if as_json:
         print(json.dumps({**report.as_dict(), "data_digest": digest, "run_id": run_id}, indent=2))
         return
-    out.print(metrics_table(f"{report.model} on {label}", {"all": report.metrics, **report.per_genre}))
+    out.print(metrics_table(f"{report.model} on {label}", {"all": report.metrics}))
+    out.print(metrics_table("per genre", report.per_genre))
     if run_id:
         out.print(f"logged on MLflow run {run_id}")
 
@@ -197,9 +199,11 @@ def promote(
 
 def bootstrap(
     preset_name: Annotated[str, typer.Option("--preset", help="The preset to train if no champion exists.")] = "small",
-    max_minutes: Annotated[float, typer.Option(help="Time budget for training.")] = 15.0,
+    max_minutes: Annotated[float | None, typer.Option(help="Time budget for training (default: the "
+                                                      "preset's; 14 minutes for small).")] = None,
 ) -> None:
     """Make sure a champion exists: build the dataset, train, evaluate and promote the starter model."""
+    from models.config import preset
     from models.registry import CHAMPION, version_by_alias
 
     settings = Settings()
@@ -207,7 +211,9 @@ def bootstrap(
     if champion is not None:
         out.print(f"champion: {settings.model_name}/{champion.version}")
         return
-    err.print(f"no champion yet: training the {preset_name} starter model (at most {max_minutes:g} minutes)")
+    budget = max_minutes if max_minutes is not None else preset(preset_name).max_minutes
+    err.print(f"no champion yet: training the {preset_name} starter model"
+              + (f" (at most {budget:g} minutes)" if budget else ""))
     train(preset_name=preset_name, base_model=None, dataset="latest", max_minutes=max_minutes, max_epochs=None,
           batch_size=None, learning_rate=None, resume=False, as_json=False)
     promote(force=False, data=None, samples=64, as_json=False)

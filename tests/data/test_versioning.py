@@ -54,3 +54,28 @@ def test_the_same_inputs_log_the_same_digest(tmp_path: Path) -> None:
         run_id = log_build(build, write_build(build, tmp_path / f"d{attempt}"), [], target)
         digests.append(MlflowClient(target.uri).get_run(run_id).data.tags[DIGEST_TAG])
     assert digests[0] == digests[1]
+
+
+def test_find_dataset_by_digest_prefix_or_latest(tmp_path: Path) -> None:
+    import pytest
+
+    from data.versioning import find_dataset
+    from engine.errors import DatasetError
+
+    target = TrackingTarget(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "mlartifacts")
+    assert find_dataset(target, tmp_path / "datasets", "latest") is None
+    first = build_dataset(many_stories(6), [], BuildOptions())
+    log_build(first, write_build(first, tmp_path / "datasets"), [], target)
+    second = build_dataset(many_stories(8), [], BuildOptions())
+    run_id = log_build(second, write_build(second, tmp_path / "datasets"), [], target)
+
+    latest = find_dataset(target, tmp_path / "datasets", "latest")
+    assert latest is not None and latest.digest == second.digest and latest.run_id == run_id
+    assert latest.splits == second.splits
+    by_prefix = find_dataset(target, tmp_path / "elsewhere", first.digest[:6])  # no local copy: downloaded
+    assert by_prefix is not None and by_prefix.digest == first.digest and by_prefix.splits == first.splits
+    assert (tmp_path / "elsewhere" / first.digest / "train.jsonl").exists()
+    with pytest.raises(DatasetError, match="no dataset version ffffffff"):
+        find_dataset(target, tmp_path / "datasets", "ffffffff")
+    with pytest.raises(DatasetError, match="give a digest"):
+        find_dataset(target, tmp_path / "datasets", "x' OR 1=1")
