@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,14 +60,11 @@ def log_storyteller(folder: Path, card: Card, name: str) -> Registered:
                 "preset": card.config.preset, "dataset_digest": card.dataset_digest,
                 "sampling": card.config.sampling.__dict__, "train_config": card.config.to_dict()}
     try:
-        with warnings.catch_warnings():
-            # The signature is given; MLflow still tries (and fails) to infer one from predict's type hints.
-            warnings.filterwarnings("ignore", message=".*Failed to infer signature from type hint")
-            info = mlflow.pyfunc.log_model(
-                name=MODEL_ARTIFACT, python_model=str(Path(pyfunc_entry.__file__)),
-                artifacts={"storyteller": str(folder)}, pip_requirements=pip_requirements(), signature=signature(),
-                input_example=example, metadata=metadata, registered_model_name=name,
-            )
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT, python_model=str(Path(pyfunc_entry.__file__)),
+            artifacts={"storyteller": str(folder)}, pip_requirements=pip_requirements(), signature=signature(),
+            input_example=example, metadata=metadata, registered_model_name=name,
+        )
         version = str(info.registered_model_version)
         client = MlflowClient()
         for key, value in (("prompt_format_version", card.prompt_format_version),
