@@ -70,3 +70,12 @@ def test_evaluate_rejects_a_broken_data_file(tmp_path: Path) -> None:
 def test_resume_with_nothing_to_resume() -> None:
     result = runner.invoke(app, ["train", "--resume"])
     assert result.exit_code == 1 and "nothing to resume" in result.stderr
+
+
+def test_bootstrap_trains_evaluates_and_promotes_when_there_is_no_champion(few_stories: Path) -> None:
+    result = runner.invoke(app, ["bootstrap", "--preset", "tiny"])
+    assert result.exit_code == 0, result.output
+    assert "no champion yet: training the tiny starter model" in result.stderr
+    assert "cyoa-storyteller/1: promoted: no champion yet" in result.stdout
+    again = runner.invoke(app, ["bootstrap"])
+    assert again.exit_code == 0 and "champion: cyoa-storyteller/1" in again.stdout
