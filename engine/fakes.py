@@ -4,31 +4,36 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from engine.ports import WrittenScene
-from engine.prompt_format import StoryContext, render_target
+from engine.ports import WriteRequest, WrittenScene
+from engine.prompt_format import render_target
 
 
 class FakeWriter:
-    """Answers with scripted texts in order, or a well-formed two-choice scene when the script runs out.
-    Records every batch it was asked for, so tests can check what was batched together."""
+    """Answers with scripted texts in order, or else a well-formed scene that names the action it follows
+    (an ending when the request says ``must_end``). Records every batch it was asked for."""
 
     def __init__(self, script: Sequence[str] = (), model_version: str = "fake/1") -> None:
         self.script = list(script)
-        self.calls: list[list[StoryContext]] = []
+        self.calls: list[list[WriteRequest]] = []
         self._version = model_version
+        self._count = 0
 
     @property
     def model_version(self) -> str:
         return self._version
 
-    async def write(self, contexts: Sequence[StoryContext]) -> list[WrittenScene]:
-        self.calls.append(list(contexts))
-        out = []
-        for context in contexts:
-            if self.script:
-                text = self.script.pop(0)
-            else:
-                action = context.path[-1].action if context.path else "begin"
-                text = render_target(f"You {action.lower()}, and the story goes on.", ["Go left", "Go right"], None)
-            out.append(WrittenScene(text, self._version))
-        return out
+    async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
+        self.calls.append(list(requests))
+        return [WrittenScene(self._answer(request), self._version) for request in requests]
+
+    def _answer(self, request: WriteRequest) -> str:
+        if self.script:
+            return self.script.pop(0)
+        self._count += 1
+        action = request.context.path[-1].action if request.context.path else "open your eyes"
+        narration = (f"Scene {self._count}. You {action[:1].lower()}{action[1:]}, and the lanterns of the "
+                     f"{request.context.genre} story sway as something new begins to happen around you.")
+        if request.must_end:
+            return render_target(narration, [], "good")
+        return render_target(narration, [f"Take path {self._count}-a", f"Take path {self._count}-b",
+                                         f"Wait and watch {self._count}"], None)

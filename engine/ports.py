@@ -11,6 +11,15 @@ from engine.prompt_format import StoryContext
 
 
 @dataclass(frozen=True)
+class WriteRequest:
+    """One scene to write. ``must_end``: the story has reached its maximum length, so the answer must be an
+    ending (a constrained writer enforces it; any writer's answer is checked by the engine)."""
+
+    context: StoryContext
+    must_end: bool = False
+
+
+@dataclass(frozen=True)
 class WrittenScene:
     """A model's raw answer (to be parsed with ``engine.prompt_format.parse_output``) and who wrote it."""
 
@@ -19,10 +28,10 @@ class WrittenScene:
 
 
 class SceneWriter(Protocol):
-    """Writes the next scene for each context. One call is one batched model call, so the branches of a vote
+    """Writes the next scene for each request. One call is one batched model call, so the branches of a vote
     are written together; implementations never block the event loop."""
 
     @property
     def model_version(self) -> str: ...
 
-    async def write(self, contexts: Sequence[StoryContext]) -> list[WrittenScene]: ...
+    async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]: ...

@@ -6,8 +6,7 @@ import asyncio
 from collections.abc import Sequence
 
 from data.tracking import TrackingTarget
-from engine.ports import WrittenScene
-from engine.prompt_format import StoryContext
+from engine.ports import WriteRequest, WrittenScene
 from models.config import Sampling
 from models.registry import load_storyteller
 from models.storyteller import Storyteller
@@ -34,9 +33,11 @@ class ModelWriter:
     def model_version(self) -> str:
         return self.storyteller.version
 
-    async def write(self, contexts: Sequence[StoryContext]) -> list[WrittenScene]:
-        if not contexts:
+    async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
+        if not requests:
             return []
+        contexts = [request.context for request in requests]
+        must_end = [request.must_end for request in requests]
         async with self._lock:
-            texts = await asyncio.to_thread(self.storyteller.write, list(contexts), self.sampling)
+            texts = await asyncio.to_thread(self.storyteller.write, contexts, self.sampling, None, must_end)
         return [WrittenScene(text, self.model_version) for text in texts]

@@ -5,6 +5,7 @@ import time
 
 from data.tracking import TrackingTarget
 from engine.fakes import FakeWriter
+from engine.ports import WriteRequest
 from engine.prompt_format import StoryContext, Turn, parse_output
 from models.train_job import TrainOutcome
 from models.writer import ModelWriter
@@ -12,6 +13,7 @@ from tests.models.conftest import MODEL
 
 CONTEXTS = [StoryContext("mecha", "A pilot wakes.", (), "", (Turn("The hangar hums.", choice),))
             for choice in ("Run to the cockpit", "Hide under the crane", "Call Aoi-senpai")]
+REQUESTS = [WriteRequest(context) for context in CONTEXTS]
 
 
 def test_model_writer_batches_on_a_worker_thread(trained: TrainOutcome, tracking: TrackingTarget) -> None:
@@ -27,7 +29,7 @@ def test_model_writer_batches_on_a_worker_thread(trained: TrainOutcome, tracking
                 await asyncio.sleep(0.005)
 
         beat = asyncio.create_task(heartbeat())
-        written = await writer.write(CONTEXTS)
+        written = await writer.write([*REQUESTS[:2], WriteRequest(CONTEXTS[2], must_end=True)])
         done.set()
         await beat
         return [w.text for w in written], [w.model_version for w in written], ticks
@@ -35,13 +37,17 @@ def test_model_writer_batches_on_a_worker_thread(trained: TrainOutcome, tracking
     started = time.monotonic()
     texts, versions, ticks = asyncio.run(scenario())
     assert len(texts) == 3 and versions == [f"{MODEL}/1"] * 3
+    assert all(parse_output(text) for text in texts)  # constrained decoding: every answer parses
+    assert parse_output(texts[2]).is_ending  # must_end is enforced by the grammar
     # The loop kept running while the model wrote: it ticked many times, not once.
     assert ticks > 5, (ticks, time.monotonic() - started)
 
 
 def test_fake_writer_answers_parse() -> None:
     writer = FakeWriter(["<|scene|>Scripted.<|ending|>good<|end|>"])
-    first, second = asyncio.run(writer.write(CONTEXTS[:2]))
+    first, second, third = asyncio.run(writer.write([*REQUESTS[:2], WriteRequest(CONTEXTS[2], must_end=True)]))
     assert parse_output(first.text).ending == "good"
-    assert parse_output(second.text).choices == ("Go left", "Go right")
-    assert len(writer.calls) == 1 and len(writer.calls[0]) == 2
+    assert len(parse_output(second.text).choices) == 3
+    assert "hide under the crane" in parse_output(second.text).narration
+    assert parse_output(third.text).is_ending
+    assert len(writer.calls) == 1 and len(writer.calls[0]) == 3
