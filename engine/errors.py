@@ -10,7 +10,11 @@
     │   ├── ModelNotFoundError   no such registered model, version or alias
     │   ├── ModelLoadError       the artifact is corrupt or incompatible (e.g. another prompt format)
     │   └── TrainingError        training cannot start or continue
-    └── MalformedOutputError  a model output does not parse as a scene (carries the reason and the text)
+    ├── MalformedOutputError  a model output does not parse as a scene (carries the reason and the text)
+    ├── RejectedOutputError   a model output parsed but failed a check (length, near-copy, blocked word)
+    ├── BlockedTextError      text a player typed contains a blocked word
+    ├── GameRuleError         a move the rules do not allow now (no such choice, the story has ended...)
+    └── StateError            a saved game cannot be read (corrupt, or from a newer cyoa)
 
 Third-party errors are converted at the edge (``raise DatasetError(...) from exc``) so callers only ever
 need to catch ``CyoaError`` to tell expected failures from bugs.
@@ -75,3 +79,23 @@ class MalformedOutputError(CyoaError):
         self.reason = reason
         self.text = text
         super().__init__(f"malformed model output: {reason}")
+
+
+class RejectedOutputError(CyoaError):
+    """A model output parsed but failed a check; ``reason`` says which."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+class BlockedTextError(CyoaError):
+    """Text a player typed contains a blocked word."""
+
+
+class GameRuleError(CyoaError):
+    """A move the rules do not allow right now (shown to the player as it is)."""
+
+
+class StateError(CyoaError):
+    """A saved game cannot be read (unknown version, corrupt JSON)."""

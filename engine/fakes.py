@@ -7,6 +7,9 @@ from collections.abc import Sequence
 from engine.ports import WriteRequest, WrittenScene
 from engine.prompt_format import render_target
 
+_WORDS = ("lantern", "rain", "bell", "shrine", "engine", "song", "river", "mask", "ticket", "storm", "ember",
+          "petal", "compass", "ladder", "kettle", "lullaby", "thunder", "mirror", "feather", "harbor")
+
 
 class FakeWriter:
     """Answers with scripted texts in order, or else a well-formed scene that names the action it follows
@@ -30,9 +33,11 @@ class FakeWriter:
         if self.script:
             return self.script.pop(0)
         self._count += 1
+        n = self._count
         action = request.context.path[-1].action if request.context.path else "open your eyes"
-        narration = (f"Scene {self._count}. You {action[:1].lower()}{action[1:]}, and the lanterns of the "
-                     f"{request.context.genre} story sway as something new begins to happen around you.")
+        # Each scene differs from every other in most of its words, so the near-copy check lets it through.
+        narration = (f"Scene {n}. You {action[:1].lower()}{action[1:]}. "
+                     + " ".join(f"{word}{n}" for word in _WORDS[n % len(_WORDS):] + _WORDS[: n % len(_WORDS)]))
         if request.must_end:
             return render_target(narration, [], "good")
         return render_target(narration, [f"Take path {self._count}-a", f"Take path {self._count}-b",

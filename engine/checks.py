@@ -1,0 +1,85 @@
+"""Every model output is checked before a player sees it; what fails is counted per model version."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+from engine.errors import BlockedTextError, MalformedOutputError, RejectedOutputError
+from engine.prompt_format import ParsedScene, parse_output
+
+
+@dataclass(frozen=True)
+class CheckRules:
+    min_words: int = 20
+    max_words: int = 220
+    near_copy: float = 0.6  # share of word 3-grams shared with an earlier scene of the game that rejects it
+    block_list: frozenset[str] = frozenset()
+
+
+def _shingles(text: str) -> set[tuple[str, ...]]:
+    words = re.findall(r"\w+", text.casefold())
+    return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
+
+
+def overlap(a: str, b: str) -> float:
+    """Share of ``a``'s word 3-grams that also occur in ``b``."""
+    mine = _shingles(a)
+    return len(mine & _shingles(b)) / len(mine) if mine else 0.0
+
+
+def blocked_words(text: str, block_list: Iterable[str]) -> list[str]:
+    """The blocked words or phrases in ``text`` (whole words, any case)."""
+    return [word for word in sorted(block_list) if word.strip() and
+            re.search(rf"(?<!\w){re.escape(word.strip())}(?!\w)", text, re.IGNORECASE)]
+
+
+def check_player_text(text: str, rules: CheckRules) -> str:
+    found = blocked_words(text, rules.block_list)
+    if found:
+        raise BlockedTextError(f"that text contains a blocked word ({', '.join(found)}); please rephrase it")
+    return text.strip()
+
+
+def check_output(text: str, earlier: Sequence[str], rules: CheckRules, must_end: bool = False) -> ParsedScene:
+    """Parse and check one answer; ``RejectedOutputError`` says why it cannot be shown."""
+    try:
+        scene = parse_output(text)
+    except MalformedOutputError as exc:
+        raise RejectedOutputError(f"malformed: {exc.reason}") from exc
+    words = len(scene.narration.split())
+    if not rules.min_words <= words <= rules.max_words:
+        raise RejectedOutputError(f"narration of {words} words, needs {rules.min_words}-{rules.max_words}")
+    if must_end and not scene.is_ending:
+        raise RejectedOutputError("the story is at its maximum length but the answer is not an ending")
+    for previous in earlier:
+        if overlap(scene.narration, previous) >= rules.near_copy:
+            raise RejectedOutputError("a near-copy of an earlier scene")
+    found = blocked_words(" ".join([scene.narration, *scene.choices]), rules.block_list)
+    if found:
+        raise RejectedOutputError(f"blocked word(s): {', '.join(found)}")
+    return scene
+
+
+@dataclass
+class OutputStats:
+    """Per model version: answers checked, rejections by reason, and repairs (they feed evaluation)."""
+
+    outputs: Counter[str] = field(default_factory=Counter)
+    parse_failures: Counter[str] = field(default_factory=Counter)
+    repairs: Counter[str] = field(default_factory=Counter)
+    rejections: dict[str, Counter[str]] = field(default_factory=lambda: defaultdict(Counter))
+
+    def record(self, model_version: str, reason: str | None) -> None:
+        self.outputs[model_version] += 1
+        if reason is not None:
+            self.rejections[model_version][reason.split(":")[0]] += 1
+            if reason.startswith("malformed"):
+                self.parse_failures[model_version] += 1
+
+    def as_dict(self) -> dict[str, dict[str, int]]:
+        return {version: {"outputs": self.outputs[version], "parse_failures": self.parse_failures[version],
+                          "repairs": self.repairs[version], **dict(self.rejections.get(version, {}))}
+                for version in sorted(self.outputs)}

@@ -1,0 +1,236 @@
+"""The story engine: starting a game, choosing, retrying, undoing, and writing every branch in advance.
+
+Game rules live here and nowhere else; frontends (the terminal, the Discord bot) call these methods and
+render the result. The model reaches the engine only through ``SceneWriter``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+import re
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from engine.checks import CheckRules, OutputStats, check_output, check_player_text
+from engine.errors import GameRuleError, RejectedOutputError
+from engine.game import Game, GameStatus, Shown, Written
+from engine.genres import GENRE_IDS
+from engine.ports import SceneWriter, WriteRequest
+from engine.prompt_format import StoryContext, Turn
+from engine.story import EndingKind
+
+
+@dataclass(frozen=True)
+class Premise:
+    """A premise a new game can be drawn from (the launcher gives the bundled stories' ones)."""
+
+    genre: str
+    premise: str
+    lore: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineRules:
+    recent_scenes: int = 4  # scenes given in full; older ones go into the rolling summary
+    summary_words: int = 90
+    max_attempts: int = 3  # answers tried per scene before the engine repairs
+    max_scenes: int = 12  # the scene at this length must be an ending
+    checks: CheckRules = field(default_factory=CheckRules)
+
+
+REPAIR_MARK = "(The storyteller lost the thread here, so this scene is a placeholder.)"
+REPAIR_CHOICES = ("Press on carefully", "Look around for another way", "Ask your companions what to do")
+
+
+def _first_sentence(text: str, limit: int = 20) -> str:
+    sentence = re.split(r"(?<=[.!?])\s", text.strip(), maxsplit=1)[0]
+    words = sentence.split()
+    return " ".join(words[:limit]) + ("…" if len(words) > limit else "")
+
+
+def rolling_summary(turns: Sequence[Turn], max_words: int) -> str:
+    """An extractive summary of older scenes: each one's first sentence and the action taken, newest kept."""
+    parts = [f"{_first_sentence(t.scene)} You chose: {t.action}." for t in turns]
+    while parts and len(" ".join(parts).split()) > max_words:
+        parts.pop(0)
+    return " ".join(parts)
+
+
+class StoryEngine:
+    def __init__(self, writer: SceneWriter, rules: EngineRules | None = None, premises: Sequence[Premise] = (),
+                 stats: OutputStats | None = None, seed: int | None = None) -> None:
+        self.writer = writer
+        self.rules = rules or EngineRules()
+        self.premises = list(premises)
+        self.stats = stats or OutputStats()
+        self.random = random.Random(seed)
+        self._pregeneration: dict[str, asyncio.Task[dict[int, Written]]] = {}
+
+    # --- contexts -----------------------------------------------------------------------------
+    def context(self, game: Game, upto: int, action: str | None) -> StoryContext:
+        """What the model sees to write scene number ``upto`` (0 is the opening), after ``action`` was taken
+        in scene ``upto - 1``."""
+        turns: list[Turn] = []
+        for shown in game.path[: max(0, upto - 1)]:
+            if shown.chosen is not None:
+                turns.append(Turn(shown.scene.narration, shown.scene.choices[shown.chosen]))
+        if upto > 0 and action is not None:
+            turns.append(Turn(game.path[upto - 1].scene.narration, action))
+        keep = self.rules.recent_scenes
+        older, recent = turns[:-keep] if keep else turns, turns[-keep:] if keep else []
+        return StoryContext(game.genre, game.premise, tuple(game.lore),
+                            rolling_summary(older, self.rules.summary_words), tuple(recent))
+
+    # --- writing ------------------------------------------------------------------------------
+    async def write_checked(self, game: Game, requests: Sequence[WriteRequest]) -> list[Written]:
+        """Write every request in one batched call; answers that fail a check are written again (only those,
+        again batched) up to ``max_attempts`` times, then replaced by a clearly marked repair."""
+        earlier = [shown.scene.narration for shown in game.path]
+        results: list[Written | None] = [None] * len(requests)
+        todo = list(range(len(requests)))
+        for attempt in range(1, self.rules.max_attempts + 1):
+            if not todo:
+                break
+            answers = await self.writer.write([requests[i] for i in todo])
+            failed = []
+            for index, answer in zip(todo, answers, strict=True):
+                try:
+                    scene = check_output(answer.text, earlier, self.rules.checks, requests[index].must_end)
+                except RejectedOutputError as exc:
+                    self.stats.record(answer.model_version, exc.reason)
+                    failed.append(index)
+                    continue
+                self.stats.record(answer.model_version, None)
+                results[index] = Written(narration=scene.narration, choices=scene.choices, ending=scene.ending,
+                                         model_version=answer.model_version, attempts=attempt)
+            todo = failed
+        for index in todo:
+            self.stats.repairs[self.writer.model_version] += 1
+            results[index] = self._repair(game, requests[index])
+        return [written for written in results if written is not None]
+
+    def _repair(self, game: Game, request: WriteRequest) -> Written:
+        action = request.context.path[-1].action if request.context.path else None
+        genre = game.genre.replace("_", " ")
+        lead = f"You {action[:1].lower()}{action[1:]}." if action else f"Your {genre} story begins."
+        narration = f"{REPAIR_MARK} {lead} For a moment nothing is certain, and the world waits for your next step."
+        if request.must_end:
+            return Written(narration=narration, ending=EndingKind.NEUTRAL, model_version=self.writer.model_version,
+                           repaired=True, attempts=self.rules.max_attempts)
+        return Written(narration=narration, choices=REPAIR_CHOICES, model_version=self.writer.model_version,
+                       repaired=True, attempts=self.rules.max_attempts)
+
+    def _must_end(self, game: Game, scene_number: int) -> bool:
+        return scene_number + 1 >= game.max_scenes
+
+    def _show(self, game: Game, written: Written) -> None:
+        game.path.append(Shown(scene=written))
+        game.status = GameStatus.ENDED if written.is_ending else GameStatus.WAITING
+
+    # --- turns --------------------------------------------------------------------------------
+    async def start(self, place: str, genre: str | None = None, premise: str | None = None,
+                    players: Sequence[str] = (), lore: Sequence[str] = ()) -> Game:
+        """A new game: genre and premise as given, or drawn from the known premises."""
+        if genre is not None and genre not in GENRE_IDS:
+            raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
+        if premise is not None:
+            premise = check_player_text(premise, self.rules.checks)
+            if not premise:
+                raise GameRuleError("the premise is empty")
+        else:
+            pool = [p for p in self.premises if genre is None or p.genre == genre]
+            if not pool:
+                raise GameRuleError(f"no premise known for genre {genre!r}: give one")
+            drawn = self.random.choice(pool)
+            genre, premise, lore = drawn.genre, drawn.premise, drawn.lore
+        game = Game(id=uuid.uuid4().hex[:12], place=place, players=list(players), genre=genre or "fantasy",
+                    premise=premise, lore=list(lore), model_version=self.writer.model_version,
+                    max_scenes=self.rules.max_scenes)
+        [opening] = await self.write_checked(game, [WriteRequest(self.context(game, 0, None))])
+        self._show(game, opening)
+        return game
+
+    def _check_waiting(self, game: Game) -> None:
+        if game.status == GameStatus.ENDED:
+            raise GameRuleError("this story has ended; start a new one")
+        if game.status != GameStatus.WAITING:
+            raise GameRuleError("the next scene is still being written")
+
+    def requests_for_branches(self, game: Game) -> list[WriteRequest]:
+        scene_number = len(game.path)
+        return [WriteRequest(self.context(game, scene_number, choice), self._must_end(game, scene_number))
+                for choice in game.current.scene.choices]
+
+    async def pregenerate(self, game: Game) -> dict[int, Written]:
+        """Write the next scene for every choice of the current scene in one batched call, and keep them as
+        the scene's branches. The branches not taken stay in the game (preference data later)."""
+        if game.status != GameStatus.WAITING or game.current.branches:
+            return game.current.branches
+        written = await self.write_checked(game, self.requests_for_branches(game))
+        game.current.branches = dict(enumerate(written))
+        return game.current.branches
+
+    def start_pregeneration(self, game: Game) -> asyncio.Task[dict[int, Written]]:
+        """Start ``pregenerate`` in the background (call it as soon as a scene is shown)."""
+        task = self._pregeneration.get(game.id)
+        if task is None or task.done():
+            task = asyncio.get_running_loop().create_task(self.pregenerate(game))
+            self._pregeneration[game.id] = task
+        return task
+
+    async def choose(self, game: Game, choice: int) -> Game:
+        """Take a choice: the pre-generated branch if there is one (waiting only for what is left of its
+        writing), else the next scene written now."""
+        self._check_waiting(game)
+        options = game.current.scene.choices
+        if not 0 <= choice < len(options):
+            raise GameRuleError(f"choice {choice + 1} does not exist; pick 1-{len(options)}")
+        task = self._pregeneration.pop(game.id, None)
+        if task is not None:
+            await task
+        written = game.current.branches.get(choice)
+        if written is None:
+            scene_number = len(game.path)
+            context = self.context(game, scene_number, options[choice])
+            request = WriteRequest(context, self._must_end(game, scene_number))
+            game.status = GameStatus.WRITING
+            [written] = await self.write_checked(game, [request])
+        game.current.chosen = choice
+        game.undone.clear()
+        self._show(game, written)
+        return game
+
+    async def retry(self, game: Game) -> Game:
+        """Write the current scene again (a new sample); the old one is kept as a rejected version."""
+        if game.status == GameStatus.WRITING:
+            raise GameRuleError("the next scene is still being written")
+        await self._cancel_pregeneration(game)
+        scene_number = len(game.path) - 1
+        previous = game.path[scene_number - 1] if scene_number > 0 else None
+        action = previous.scene.choices[previous.chosen] if previous and previous.chosen is not None else None
+        request = WriteRequest(self.context(game, scene_number, action), self._must_end(game, scene_number))
+        current = game.path.pop()
+        [written] = await self.write_checked(game, [request])
+        self._show(game, written)
+        game.current.rejected = [*current.rejected, current.scene]
+        return game
+
+    async def undo(self, game: Game) -> Game:
+        """Go back to the previous scene; its choice is open again."""
+        if len(game.path) < 2:
+            raise GameRuleError("there is no earlier scene to go back to")
+        await self._cancel_pregeneration(game)
+        game.undone.append(game.path.pop())
+        game.current.chosen = None
+        game.status = GameStatus.WAITING
+        return game
+
+    async def _cancel_pregeneration(self, game: Game) -> None:
+        task = self._pregeneration.pop(game.id, None)
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
