@@ -1,0 +1,183 @@
+"""The game store: a real SQLite file (WAL, foreign keys) through aiosqlite, with numbered migrations.
+
+Migrations are ``data/migrations/NNNN_name.sql``, applied in order at open; the database's
+``PRAGMA user_version`` records the last one, and a database from a newer cyoa is refused rather than
+guessed at. Every save of a game is one transaction.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+import aiosqlite
+
+from engine.errors import CyoaError, StateError
+from engine.game import Game, GameStatus, Shown, now
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+_Row = tuple[object, ...]
+
+
+class StoreError(CyoaError):
+    """The game database cannot be opened or used."""
+
+
+@dataclass(frozen=True)
+class GameSummary:
+    id: str
+    place: str
+    genre: str
+    premise: str
+    status: str
+    scenes: int
+    model_version: str
+    updated_at: str
+
+
+def migrations() -> list[tuple[int, Path]]:
+    found = []
+    for path in sorted(MIGRATIONS.glob("*.sql")):
+        match = re.match(r"(\d+)_", path.name)
+        if match:
+            found.append((int(match.group(1)), path))
+    return found
+
+
+class GameStore:
+    """``async with GameStore(path) as store:``; or ``await store.open()`` / ``await store.close()``."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db: aiosqlite.Connection | None = None
+
+    async def __aenter__(self) -> GameStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await self.close()
+
+    @property
+    def db(self) -> aiosqlite.Connection:
+        if self._db is None:
+            raise StoreError("the game store is not open")
+        return self._db
+
+    async def open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self._db = await aiosqlite.connect(self.path)
+            await self.db.execute("PRAGMA journal_mode = WAL")
+            await self.db.execute("PRAGMA foreign_keys = ON")
+            await self._migrate()
+        except aiosqlite.Error as exc:
+            await self.close()
+            raise StoreError(f"{self.path}: cannot open the game database: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _migrate(self) -> None:
+        async with self.db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        current = int(row[0]) if row else 0
+        known = migrations()
+        newest = known[-1][0] if known else 0
+        if current > newest:
+            raise StoreError(f"{self.path} was written by a newer cyoa (schema {current}, this one knows up to "
+                             f"{newest}): upgrade cyoa, or point CYOA_HOME elsewhere")
+        for number, path in known:
+            if number > current:
+                # executescript commits first; the script and the version bump then run as one transaction.
+                await self.db.executescript(f"BEGIN;\n{path.read_text(encoding='utf-8')}\n"
+                                            f"PRAGMA user_version = {number};\nCOMMIT;")
+
+    async def schema_version(self) -> int:
+        async with self.db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    # --- games --------------------------------------------------------------------------------
+    async def save(self, game: Game) -> None:
+        """Write the whole game in one transaction: its state and its rows."""
+        stamp = now().isoformat()
+        try:
+            await self.db.execute("BEGIN IMMEDIATE")
+            await self.db.execute(
+                "INSERT INTO games (id, place, genre, premise, model_version, status, scenes, state_version, state,"
+                " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " status = excluded.status, scenes = excluded.scenes, state = excluded.state,"
+                " updated_at = excluded.updated_at",
+                (game.id, game.place, game.genre, game.premise, game.model_version, str(game.status), len(game.path),
+                 game.state_version, game.to_json(), game.created_at.isoformat(), stamp),
+            )
+            for table in ("scenes", "choices", "branches", "votes", "ratings"):
+                # The table names are the constants above, never input.
+                await self.db.execute(f"DELETE FROM {table} WHERE game_id = ?", (game.id,))
+            await self._write_rows(game)
+            await self.db.commit()
+        except aiosqlite.Error as exc:
+            await self.db.rollback()
+            raise StoreError(f"{self.path}: cannot save game {game.id}; nothing of it was changed: {exc}") from exc
+        except BaseException:
+            await self.db.rollback()
+            raise
+
+    async def _write_rows(self, game: Game) -> None:
+        scenes: list[_Row] = []
+        choices: list[_Row] = []
+        branches: list[_Row] = []
+        votes: list[_Row] = []
+        shown_lists: list[tuple[str, list[Shown]]] = [("shown", game.path), ("undone", game.undone)]
+        for kind, shown_list in shown_lists:
+            for position, shown in enumerate(shown_list):
+                where = position if kind == "shown" else -1 - position
+                written = shown.scene
+                scenes.append((game.id, where, written.narration, written.ending, written.model_version,
+                               int(written.repaired), shown.chosen, kind, shown.shown_at.isoformat()))
+                scenes.extend((game.id, where, old.narration, old.ending, old.model_version, int(old.repaired), None,
+                               "rejected", None) for old in shown.rejected)
+                if kind == "shown":
+                    choices.extend((game.id, where, number, text) for number, text in enumerate(written.choices))
+                    branches.extend((game.id, where, choice, b.narration, b.ending, b.model_version,
+                                     int(shown.chosen == choice)) for choice, b in shown.branches.items())
+                    votes.extend((game.id, where, v.player, v.choice, v.at.isoformat()) for v in shown.votes)
+        await self.db.executemany("INSERT OR REPLACE INTO scenes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", scenes)
+        await self.db.executemany("INSERT INTO choices VALUES (?, ?, ?, ?)", choices)
+        await self.db.executemany("INSERT INTO branches VALUES (?, ?, ?, ?, ?, ?, ?)", branches)
+        await self.db.executemany("INSERT OR REPLACE INTO votes VALUES (?, ?, ?, ?, ?)", votes)
+        await self.db.executemany(
+            "INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            [(game.id, r.scene, r.player, r.stars, r.thumb, r.comment, r.model_version, r.at.isoformat())
+             for r in game.ratings])
+
+    async def load(self, game_id: str) -> Game:
+        async with self.db.execute("SELECT state FROM games WHERE id = ?", (game_id,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            raise StoreError(f"no saved game {game_id!r}")
+        try:
+            return Game.from_json(str(row[0]))
+        except (StateError, ValueError) as exc:
+            raise StoreError(f"saved game {game_id} cannot be read: {exc}") from exc
+
+    async def unfinished(self) -> list[Game]:
+        """Every game that has not ended, oldest first: what a restart resumes."""
+        async with self.db.execute("SELECT id FROM games WHERE status != ? ORDER BY created_at",
+                                   (str(GameStatus.ENDED),)) as cursor:
+            ids = [str(row[0]) for row in await cursor.fetchall()]
+        return [await self.load(game_id) for game_id in ids]
+
+    async def list_games(self, place: str | None = None) -> list[GameSummary]:
+        query = ("SELECT id, place, genre, premise, status, scenes, model_version, updated_at FROM games"
+                 + (" WHERE place = ?" if place is not None else "") + " ORDER BY updated_at DESC")
+        async with self.db.execute(query, (place,) if place is not None else ()) as cursor:
+            rows = await cursor.fetchall()
+        return [GameSummary(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), int(r[5]), str(r[6]), str(r[7]))
+                for r in rows]

@@ -1,0 +1,90 @@
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from data.store import GameStore, StoreError, migrations
+from engine.fakes import FakeWriter
+from engine.game import Game, Rating, Vote
+from engine.turns import StoryEngine
+
+
+async def played_game() -> Game:
+    engine = StoryEngine(FakeWriter())
+    game = await engine.start("channel-1", "mecha", "A pilot wakes.", ["ana"])
+    await engine.pregenerate(game)
+    await engine.choose(game, 1)
+    await engine.retry(game)
+    game.current.votes.append(Vote(player="ana", choice=2))
+    game.ratings.append(Rating(player="ana", scene=1, stars=4, model_version="fake/1"))
+    return game
+
+
+def test_save_and_load_round_trip(tmp_path: Path) -> None:
+    async def scenario() -> tuple[Game, Game, list[str]]:
+        game = await played_game()
+        async with GameStore(tmp_path / "cyoa.db") as store:
+            await store.save(game)
+            await store.save(game)  # saving again replaces, never duplicates
+        async with GameStore(tmp_path / "cyoa.db") as store:
+            loaded = await store.load(game.id)
+            unfinished = [g.id for g in await store.unfinished()]
+        return game, loaded, unfinished
+
+    game, loaded, unfinished = asyncio.run(scenario())
+    assert loaded == game and unfinished == [game.id]
+    db = sqlite3.connect(tmp_path / "cyoa.db")
+    assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert db.execute("SELECT count(*) FROM scenes WHERE kind = 'shown'").fetchone()[0] == 2
+    assert db.execute("SELECT count(*) FROM scenes WHERE kind = 'rejected'").fetchone()[0] == 1
+    assert db.execute("SELECT count(*) FROM branches WHERE position = 0").fetchone()[0] == 3
+    assert db.execute("SELECT choice FROM branches WHERE taken = 1").fetchall() == [(1,)]
+    assert db.execute("SELECT player, choice FROM votes").fetchall() == [("ana", 2)]
+    assert db.execute("SELECT stars FROM ratings").fetchall() == [(4,)]
+    assert db.execute("SELECT count(*) FROM choices WHERE position = 0").fetchone()[0] == 3
+
+
+def test_list_games_and_unknown_game(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with GameStore(tmp_path / "cyoa.db") as store:
+            game = await played_game()
+            await store.save(game)
+            [summary] = await store.list_games("channel-1")
+            assert summary.id == game.id and summary.scenes == 2 and summary.status == "waiting"
+            assert await store.list_games("elsewhere") == []
+            with pytest.raises(StoreError, match="no saved game 'nope'"):
+                await store.load("nope")
+
+    asyncio.run(scenario())
+
+
+def test_migrations_are_applied_once_and_a_newer_database_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "cyoa.db"
+
+    async def version() -> int:
+        async with GameStore(path) as store:
+            return await store.schema_version()
+
+    assert asyncio.run(version()) == migrations()[-1][0]
+    assert asyncio.run(version()) == migrations()[-1][0]  # reopening applies nothing twice
+    sqlite3.connect(path).execute("PRAGMA user_version = 999").connection.commit()
+    with pytest.raises(StoreError, match="written by a newer cyoa \\(schema 999"):
+        asyncio.run(version())
+
+
+@pytest.mark.filterwarnings("ignore:Pydantic serializer warnings")
+def test_a_failed_save_changes_nothing(tmp_path: Path) -> None:
+    async def scenario() -> Game:
+        game = await played_game()
+        async with GameStore(tmp_path / "cyoa.db") as store:
+            await store.save(game)
+            broken = game.model_copy(deep=True)
+            broken.status = "lost"  # type: ignore[assignment]  # violates the CHECK constraint
+            with pytest.raises(StoreError, match=f"cannot save game {game.id}; nothing of it was changed: CHECK"):
+                await store.save(broken)
+            return await store.load(game.id)
+
+    assert asyncio.run(scenario()).status == "waiting"
