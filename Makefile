@@ -29,12 +29,12 @@ data: setup
 	$(VENV)/bin/cyoa data validate
 	$(VENV)/bin/cyoa data build
 
-# Bootstraps the starter model when no champion exists (dataset, training, evaluation, promotion).
+# Bootstraps the starter model when no champion exists (dataset, training, evaluation, promotion),
+# then starts the terminal game (an unfinished one resumes).
 play: setup
 	$(VENV)/bin/cyoa data validate
 	$(VENV)/bin/cyoa bootstrap
-	@echo "The model is ready (mlflow ui --backend-store-uri sqlite:///.cyoa/mlflow.db shows its runs)."
-	@echo "The game itself arrives with the story engine (issue 4): 'make play' will then start it."
+	$(VENV)/bin/cyoa play
 
 bench: setup
 	$(PY) bench/bench_models.py

@@ -14,6 +14,7 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from cyoa import __version__, model_cli
+from cyoa import play as play_cli
 from cyoa.settings import Settings
 from data.build import SPLITS, BuildOptions
 from data.issues import ValidationIssue
@@ -46,6 +47,7 @@ app.command()(model_cli.train)
 app.command()(model_cli.evaluate)
 app.command()(model_cli.promote)
 app.command()(model_cli.bootstrap)
+app.command()(play_cli.play)
 
 
 def _version(value: bool) -> None:

@@ -43,7 +43,8 @@ def check_player_text(text: str, rules: CheckRules) -> str:
     return text.strip()
 
 
-def check_output(text: str, earlier: Sequence[str], rules: CheckRules, must_end: bool = False) -> ParsedScene:
+def check_output(text: str, earlier: Sequence[str], rules: CheckRules, must_end: bool = False,
+                 may_end: bool = True) -> ParsedScene:
     """Parse and check one answer; ``RejectedOutputError`` says why it cannot be shown."""
     try:
         scene = parse_output(text)
@@ -54,6 +55,8 @@ def check_output(text: str, earlier: Sequence[str], rules: CheckRules, must_end:
         raise RejectedOutputError(f"narration of {words} words, needs {rules.min_words}-{rules.max_words}")
     if must_end and not scene.is_ending:
         raise RejectedOutputError("the story is at its maximum length but the answer is not an ending")
+    if not may_end and scene.is_ending:
+        raise RejectedOutputError("an ending before the story's minimum length")
     for previous in earlier:
         if overlap(scene.narration, previous) >= rules.near_copy:
             raise RejectedOutputError("a near-copy of an earlier scene")

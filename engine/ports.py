@@ -13,10 +13,12 @@ from engine.prompt_format import StoryContext
 @dataclass(frozen=True)
 class WriteRequest:
     """One scene to write. ``must_end``: the story has reached its maximum length, so the answer must be an
-    ending (a constrained writer enforces it; any writer's answer is checked by the engine)."""
+    ending; ``may_end`` false: the story is too young to end. A constrained writer enforces both; the engine
+    checks every writer's answer against them."""
 
     context: StoryContext
     must_end: bool = False
+    may_end: bool = True
 
 
 @dataclass(frozen=True)

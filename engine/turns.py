@@ -37,6 +37,7 @@ class EngineRules:
     recent_scenes: int = 4  # scenes given in full; older ones go into the rolling summary
     summary_words: int = 90
     max_attempts: int = 3  # answers tried per scene before the engine repairs
+    min_scenes: int = 4  # no ending before this many scenes: a story that ends at once is no game
     max_scenes: int = 12  # the scene at this length must be an ending
     checks: CheckRules = field(default_factory=CheckRules)
 
@@ -98,7 +99,8 @@ class StoryEngine:
             failed = []
             for index, answer in zip(todo, answers, strict=True):
                 try:
-                    scene = check_output(answer.text, earlier, self.rules.checks, requests[index].must_end)
+                    request = requests[index]
+                    scene = check_output(answer.text, earlier, self.rules.checks, request.must_end, request.may_end)
                 except RejectedOutputError as exc:
                     self.stats.record(answer.model_version, exc.reason)
                     failed.append(index)
@@ -117,14 +119,16 @@ class StoryEngine:
         genre = game.genre.replace("_", " ")
         lead = f"You {action[:1].lower()}{action[1:]}." if action else f"Your {genre} story begins."
         narration = f"{REPAIR_MARK} {lead} For a moment nothing is certain, and the world waits for your next step."
-        if request.must_end:
+        if request.must_end:  # a repaired ending only where the story must end now
             return Written(narration=narration, ending=EndingKind.NEUTRAL, model_version=self.writer.model_version,
                            repaired=True, attempts=self.rules.max_attempts)
         return Written(narration=narration, choices=REPAIR_CHOICES, model_version=self.writer.model_version,
                        repaired=True, attempts=self.rules.max_attempts)
 
-    def _must_end(self, game: Game, scene_number: int) -> bool:
-        return scene_number + 1 >= game.max_scenes
+    def request(self, game: Game, scene_number: int, action: str | None) -> WriteRequest:
+        """The request for scene number ``scene_number`` (0 is the opening) after ``action``."""
+        return WriteRequest(self.context(game, scene_number, action), must_end=scene_number + 1 >= game.max_scenes,
+                            may_end=scene_number + 1 >= self.rules.min_scenes)
 
     def _show(self, game: Game, written: Written) -> None:
         game.path.append(Shown(scene=written))
@@ -149,7 +153,7 @@ class StoryEngine:
         game = Game(id=uuid.uuid4().hex[:12], place=place, players=list(players), genre=genre or "fantasy",
                     premise=premise, lore=list(lore), model_version=self.writer.model_version,
                     max_scenes=self.rules.max_scenes)
-        [opening] = await self.write_checked(game, [WriteRequest(self.context(game, 0, None))])
+        [opening] = await self.write_checked(game, [self.request(game, 0, None)])
         self._show(game, opening)
         return game
 
@@ -160,9 +164,7 @@ class StoryEngine:
             raise GameRuleError("the next scene is still being written")
 
     def requests_for_branches(self, game: Game) -> list[WriteRequest]:
-        scene_number = len(game.path)
-        return [WriteRequest(self.context(game, scene_number, choice), self._must_end(game, scene_number))
-                for choice in game.current.scene.choices]
+        return [self.request(game, len(game.path), choice) for choice in game.current.scene.choices]
 
     async def pregenerate(self, game: Game) -> dict[int, Written]:
         """Write the next scene for every choice of the current scene in one batched call, and keep them as
@@ -193,11 +195,8 @@ class StoryEngine:
             await task
         written = game.current.branches.get(choice)
         if written is None:
-            scene_number = len(game.path)
-            context = self.context(game, scene_number, options[choice])
-            request = WriteRequest(context, self._must_end(game, scene_number))
             game.status = GameStatus.WRITING
-            [written] = await self.write_checked(game, [request])
+            [written] = await self.write_checked(game, [self.request(game, len(game.path), options[choice])])
         game.current.chosen = choice
         game.undone.clear()
         self._show(game, written)
@@ -211,7 +210,7 @@ class StoryEngine:
         scene_number = len(game.path) - 1
         previous = game.path[scene_number - 1] if scene_number > 0 else None
         action = previous.scene.choices[previous.chosen] if previous and previous.chosen is not None else None
-        request = WriteRequest(self.context(game, scene_number, action), self._must_end(game, scene_number))
+        request = self.request(game, scene_number, action)
         current = game.path.pop()
         [written] = await self.write_checked(game, [request])
         self._show(game, written)

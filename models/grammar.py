@@ -32,9 +32,11 @@ class GrammarLimits:
 
 class SceneGrammar(LogitsProcessor):
     def __init__(self, tokenizer: PreTrainedTokenizerBase, start: int, max_new_tokens: int,
-                 limits: GrammarLimits = GrammarLimits(), must_end: list[bool] | None = None) -> None:
+                 limits: GrammarLimits = GrammarLimits(), must_end: list[bool] | None = None,
+                 may_end: list[bool] | None = None) -> None:
         self.start = start
         self.must_end = must_end or []
+        self.may_end = may_end or []
         self.max_new_tokens = max_new_tokens
         self.limits = limits
         self.scene, self.choices, self.choice, self.ending, self.end = (
@@ -47,9 +49,10 @@ class SceneGrammar(LogitsProcessor):
         # Room kept at the end of the narration for the choices: two of about ten tokens, and their markers.
         self.reserve = 2 * 10 + 4
 
-    def allowed(self, generated: list[int], must_end: bool = False) -> tuple[set[int] | None, set[int]]:
+    def allowed(self, generated: list[int], must_end: bool = False,
+                may_end: bool = True) -> tuple[set[int] | None, set[int]]:
         """(only these tokens, or None for any text token) and the markers allowed besides. ``must_end``:
-        the scene can only close with an ending."""
+        the scene can only close with an ending; ``may_end`` false: only with choices."""
         remaining = self.max_new_tokens - len(generated)
         if not generated:
             return set(), {self.scene}
@@ -62,7 +65,7 @@ class SceneGrammar(LogitsProcessor):
         narration = len(generated) - 1
         if narration < self.limits.min_narration:
             return None, set()
-        closers = {self.ending} if must_end else {self.choices, self.ending}
+        closers = {self.ending} if must_end else {self.choices, self.ending} if may_end else {self.choices}
         if remaining <= self.reserve:
             return set(), closers
         return None, closers
@@ -97,7 +100,8 @@ class SceneGrammar(LogitsProcessor):
         markers = torch.tensor(sorted(self.markers), dtype=torch.long)
         for row in range(input_ids.shape[0]):
             must_end = row < len(self.must_end) and self.must_end[row]
-            only, allowed_markers = self.allowed(input_ids[row, self.start:].tolist(), must_end)
+            may_end = row >= len(self.may_end) or self.may_end[row]
+            only, allowed_markers = self.allowed(input_ids[row, self.start:].tolist(), must_end, may_end)
             if only is None:  # any text token, plus the allowed markers
                 keep = torch.ones(scores.shape[1], dtype=torch.bool)
                 keep[markers] = False

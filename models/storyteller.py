@@ -141,12 +141,14 @@ class Storyteller:
 
     # --- writing ------------------------------------------------------------------------------
     def write(self, contexts: Sequence[StoryContext], sampling: Sampling | None = None,
-              seed: int | None = None, must_end: Sequence[bool] | None = None) -> list[str]:
-        """Write the next scene for every context in one batched ``generate`` call. ``must_end`` marks the
-        contexts whose answer must be an ending (enforced by the grammar when decoding is constrained)."""
+              seed: int | None = None, must_end: Sequence[bool] | None = None,
+              may_end: Sequence[bool] | None = None) -> list[str]:
+        """Write the next scene for every context in one batched ``generate`` call. ``must_end`` / ``may_end``
+        mark the contexts whose answer must / must not be an ending (the grammar enforces them when decoding
+        is constrained)."""
         sampling = sampling or self.sampling
         prompts = generation_prompts(self.tokenizer, contexts, self.max_length, sampling.max_new_tokens, self.seq2seq)
-        return self.generate(prompts, sampling, seed, must_end)
+        return self.generate(prompts, sampling, seed, must_end, may_end)
 
     def generate_from_text(self, prompts: Sequence[str], sampling: Sampling | None = None,
                            seed: int | None = None) -> list[str]:
@@ -158,7 +160,7 @@ class Storyteller:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[list[int]], sampling: Sampling, seed: int | None = None,
-                 must_end: Sequence[bool] | None = None) -> list[str]:
+                 must_end: Sequence[bool] | None = None, may_end: Sequence[bool] | None = None) -> list[str]:
         if not prompts:
             return []
         width = max(len(p) for p in prompts)
@@ -176,7 +178,8 @@ class Storyteller:
                 torch.manual_seed(seed)
             # Generated tokens start after the prompt (decoder-only) or after the decoder's start token.
             grammar = SceneGrammar(self.tokenizer, 1 if self.seq2seq else width, sampling.max_new_tokens,
-                                   must_end=list(must_end) if must_end is not None else None)
+                                   must_end=list(must_end) if must_end is not None else None,
+                                   may_end=list(may_end) if may_end is not None else None)
             output = cast(Any, self.model).generate(
                 input_ids=ids, attention_mask=mask, do_sample=True, temperature=sampling.temperature,
                 top_p=sampling.top_p, repetition_penalty=sampling.repetition_penalty,

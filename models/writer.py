@@ -38,6 +38,7 @@ class ModelWriter:
             return []
         contexts = [request.context for request in requests]
         must_end = [request.must_end for request in requests]
+        may_end = [request.may_end for request in requests]
         async with self._lock:
-            texts = await asyncio.to_thread(self.storyteller.write, contexts, self.sampling, None, must_end)
+            texts = await asyncio.to_thread(self.storyteller.write, contexts, self.sampling, None, must_end, may_end)
         return [WrittenScene(text, self.model_version) for text in texts]

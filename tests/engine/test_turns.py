@@ -86,7 +86,7 @@ def test_choose_without_branches_writes_on_demand() -> None:
 
 
 def test_the_maximum_length_ends_the_story() -> None:
-    engine, writer = make(max_scenes=3)
+    engine, writer = make(max_scenes=3, min_scenes=2)
     game = run(engine.start("t", "mecha", "A pilot wakes."))
     run(engine.choose(game, 0))
     run(engine.choose(game, 0))
@@ -95,11 +95,22 @@ def test_the_maximum_length_ends_the_story() -> None:
         run(engine.choose(game, 0))
 
 
-def test_the_model_may_end_the_story_early() -> None:
-    engine, _ = make([scene("You wake.", ["Run", "Hide"]), scene("The sea takes the city.", ending="bad")])
+def test_the_model_may_end_the_story_after_its_minimum_length() -> None:
+    engine, _ = make([scene("You wake.", ["Run", "Hide"]), scene("The sea takes the city.", ending="bad")],
+                     min_scenes=2)
     game = run(engine.start("t", "mecha", "A pilot wakes."))
     run(engine.choose(game, 0))
     assert game.status == GameStatus.ENDED and game.current.scene.ending == "bad"
+
+
+def test_an_ending_before_the_minimum_length_is_rejected() -> None:
+    engine, writer = make([scene("You wake.", ["Run", "Hide"]), scene("The sea takes the city.", ending="bad")],
+                          min_scenes=4)
+    game = run(engine.start("t", "mecha", "A pilot wakes."))
+    run(engine.choose(game, 0))
+    assert game.status == GameStatus.WAITING and not game.current.scene.is_ending
+    assert not writer.calls[1][0].may_end and writer.calls[-1][0].may_end is False
+    assert engine.stats.as_dict()["fake/1"]["an ending before the story's minimum length"] == 1
 
 
 def test_retry_rewrites_the_scene_and_keeps_the_old_one() -> None:

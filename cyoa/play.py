@@ -1,0 +1,159 @@
+"""``cyoa play``: the terminal frontend. It parses what the player types, calls the engine and shows the
+result; the rules are the engine's, the storage is the game store's."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+from cyoa.settings import Settings
+from data import STORIES_DIR
+from data.store import GameStore, GameSummary
+from engine.errors import CyoaError
+from engine.game import Game, GameStatus, Rating
+from engine.genres import GENRE_IDS, GENRES
+from engine.turns import Premise, StoryEngine
+
+PLACE = "terminal"
+HELP = "[bold]1-4[/] choose · [bold]r[/] retry · [bold]u[/] undo · [bold]*1-*5[/] rate this scene · [bold]q[/] quit"
+
+console = Console()
+
+
+def bundled_premises(folder: Path = STORIES_DIR) -> list[Premise]:
+    """The premises (and lore) of the bundled stories, to draw new games from."""
+    premises = []
+    for path in sorted(folder.glob("*.json")):
+        raw = json.loads(path.read_text(encoding="utf-8"))
+        premises.append(Premise(raw["genre"], raw["premise"], tuple(raw.get("lore", []))))
+    return premises
+
+
+def show(game: Game) -> None:
+    shown = game.current
+    scene = shown.scene
+    title = f"{game.genre.replace('_', ' ')} · scene {len(game.path)} · {scene.model_version}"
+    body = scene.narration
+    if scene.is_ending:
+        body += f"\n\n[bold]The end[/] ({scene.ending})."
+    else:
+        body += "\n\n" + "\n".join(f"[bold]{n}.[/] {text}" for n, text in enumerate(scene.choices, 1))
+    console.print(Panel(body, title=title, subtitle="repaired scene" if scene.repaired else None))
+
+
+async def ask(prompt: str) -> str | None:
+    """Read a line on a worker thread, so pre-generation goes on while the player reads; None at end of input."""
+    try:
+        return (await asyncio.to_thread(input, prompt)).strip()
+    except EOFError:
+        return None
+
+
+async def pick_game(store: GameStore, engine: StoryEngine, genre: str | None, premise: str | None,
+                    new: bool) -> Game:
+    if not new and genre is None and premise is None:
+        waiting = [g for g in await store.unfinished() if g.place == PLACE]
+        if waiting:
+            game = waiting[-1]
+            console.print(f"resuming game [bold]{game.id}[/] ({game.genre}); `cyoa play --new` starts another")
+            return game
+    if genre is None and premise is None:
+        console.print("genres: " + ", ".join(g.id for g in GENRES if any(p.genre == g.id for p in engine.premises)))
+        answer = await ask("genre (Enter for any): ")
+        genre = answer or None
+        if genre is not None and genre not in GENRE_IDS:
+            raise CyoaError(f"unknown genre {genre!r}")
+    with console.status("the storyteller is writing the opening…"):
+        return await engine.start(PLACE, genre, premise, ["you"])
+
+
+async def play_loop(engine: StoryEngine, store: GameStore, game: Game) -> None:
+    await store.save(game)
+    while True:
+        show(game)
+        if game.status == GameStatus.WAITING:
+            engine.start_pregeneration(game)
+        console.print(HELP)
+        answer = await ask("> ")
+        if answer is None or answer.lower() in {"q", "quit"}:
+            await store.save(game)
+            console.print(f"saved; `cyoa play --game {game.id}` (or just `cyoa play`) continues it")
+            return
+        try:
+            await apply(engine, game, answer)
+        except CyoaError as exc:
+            console.print(f"[red]{exc}[/]")
+        await store.save(game)
+
+
+async def apply(engine: StoryEngine, game: Game, answer: str) -> None:
+    """One command from the player."""
+    lowered = answer.lower()
+    if lowered in {"r", "retry"}:
+        with console.status("writing this scene again…"):
+            await engine.retry(game)
+    elif lowered in {"u", "undo"}:
+        await engine.undo(game)
+    elif lowered[:1] in {"*", "s"} and lowered[1:].isdigit():
+        stars = int(lowered[1:])
+        if not 1 <= stars <= 5:
+            raise CyoaError("a rating is *1 to *5")
+        game.ratings.append(Rating(player="you", scene=len(game.path) - 1, stars=stars,
+                                   model_version=game.current.scene.model_version))
+        console.print(f"rated scene {len(game.path)}: {'★' * stars}")
+    elif answer.isdigit():
+        with console.status("the storyteller is writing…"):
+            await engine.choose(game, int(answer) - 1)
+    else:
+        raise CyoaError(f"{answer!r}? {HELP}")
+
+
+def list_games(store_path: Path) -> None:
+    async def fetch() -> list[GameSummary]:
+        async with GameStore(store_path) as store:
+            return await store.list_games(PLACE)
+
+    table = Table("game", "genre", "status", "scenes", "model", "updated", "premise", title="saved games")
+    for g in asyncio.run(fetch()):
+        table.add_row(g.id, g.genre, g.status, str(g.scenes), g.model_version, g.updated_at[:16], g.premise[:50])
+    console.print(table)
+
+
+def play(
+    genre: Annotated[str | None, typer.Option(help="Genre of a new game (default: ask).")] = None,
+    premise: Annotated[str | None, typer.Option(help="Premise of a new game (default: a bundled one).")] = None,
+    game: Annotated[str | None, typer.Option("--game", help="Continue this saved game.")] = None,
+    new: Annotated[bool, typer.Option("--new", help="Start a new game even if one is unfinished.")] = False,
+    model: Annotated[str | None, typer.Option(help="Model URI for a new game (default: @champion).")] = None,
+    listing: Annotated[bool, typer.Option("--list", help="Show saved games and exit.")] = False,
+) -> None:
+    """Play in the terminal: read each scene, choose by number, retry, undo, rate; games are saved."""
+    from models.writer import ModelWriter  # imported here: torch and MLflow take seconds to import
+
+    settings = Settings()
+    store_path = settings.home / "cyoa.db"
+    if listing:
+        list_games(store_path)
+        return
+
+    async def session() -> None:
+        async with GameStore(store_path) as store:
+            chosen = await store.load(game) if game else None
+            uri = model or (f"models:/{chosen.model_version}" if chosen else settings.model_uri("champion"))
+            with console.status(f"loading the storyteller ({uri})…"):
+                writer = await ModelWriter.load(settings.tracking, uri)
+            engine = StoryEngine(writer, premises=bundled_premises())
+            current = chosen or await pick_game(store, engine, genre, premise, new)
+            if current.model_version != writer.model_version:  # a resumed game keeps the model that began it
+                writer = await ModelWriter.load(settings.tracking, f"models:/{current.model_version}")
+                engine = StoryEngine(writer, premises=engine.premises)
+            await play_loop(engine, store, current)
+
+    asyncio.run(session())
