@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -104,3 +106,22 @@ def test_fit_context_drops_oldest_turns_then_summary_then_lore() -> None:
     assert fit_context(context, count, count(render_prompt(no_summary))) == no_summary  # summary before lore
     tiny = fit_context(context, count, 12)
     assert tiny.lore == () and tiny.path[-1].action == "act 4" and count(render_prompt(tiny)) <= 12
+
+
+# Real malformed answers of the starter model sampled without the grammar (cyoa evaluate --unconstrained),
+# each with the reason the parser gave when it was collected.
+CORPUS = [json.loads(line) for line in
+          (Path(__file__).parent / "malformed_outputs.jsonl").read_text(encoding="utf-8").splitlines() if line]
+
+
+@pytest.mark.parametrize("row", CORPUS, ids=[f"{r['step']}" for r in CORPUS])
+def test_real_malformed_outputs_are_refused_for_their_reason(row: dict[str, str]) -> None:
+    with pytest.raises(MalformedOutputError) as caught:
+        parse_output(row["text"])
+    assert caught.value.reason == row["reason"]
+
+
+def test_the_corpus_covers_the_usual_failures() -> None:
+    assert len(CORPUS) >= 10
+    assert {row["reason"] for row in CORPUS} >= {"more than one scene in one answer",
+                                                  "neither <|choices|> nor <|ending|>"}
