@@ -14,6 +14,7 @@
     ├── RejectedOutputError   a model output parsed but failed a check (length, near-copy, blocked word)
     ├── BlockedTextError      text a player typed contains a blocked word
     ├── GameRuleError         a move the rules do not allow now (no such choice, the story has ended...)
+    ├── StorytellerBusyError  the model's queue is full: try again in a moment
     └── StateError            a saved game cannot be read (corrupt, or from a newer cyoa)
 
 Third-party errors are converted at the edge (``raise DatasetError(...) from exc``) so callers only ever
@@ -99,3 +100,7 @@ class GameRuleError(CyoaError):
 
 class StateError(CyoaError):
     """A saved game cannot be read (unknown version, corrupt JSON)."""
+
+
+class StorytellerBusyError(CyoaError):
+    """The model's request queue is full."""

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.checks import CheckRules, OutputStats, check_output, check_player_text
-from engine.errors import GameRuleError, RejectedOutputError
+from engine.errors import GameRuleError, RejectedOutputError, StorytellerBusyError
 from engine.game import Game, GameStatus, Shown, Written
 from engine.genres import GENRE_IDS
 from engine.ports import SceneWriter, WriteRequest
@@ -171,7 +171,10 @@ class StoryEngine:
         the scene's branches. The branches not taken stay in the game (preference data later)."""
         if game.status != GameStatus.WAITING or game.current.branches:
             return game.current.branches
-        written = await self.write_checked(game, self.requests_for_branches(game))
+        try:
+            written = await self.write_checked(game, self.requests_for_branches(game))
+        except StorytellerBusyError:
+            return {}  # no branches in advance this time; the chosen one is written when it is chosen
         game.current.branches = dict(enumerate(written))
         return game.current.branches
 
