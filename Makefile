@@ -38,6 +38,7 @@ play: setup
 
 bench: setup
 	$(PY) bench/bench_models.py
+	$(PY) bench/bench_engine.py
 
 clean:
 	rm -rf $(VENV) .cyoa .pytest_cache .mypy_cache .ruff_cache
