@@ -77,8 +77,10 @@ class Shown(BaseModel):
     chosen: int | None = None
     rejected: list[Written] = Field(default_factory=list)  # earlier versions replaced by a retry
     branches: dict[int, Written] = Field(default_factory=dict)  # pre-generated next scenes, by choice index
-    votes: list[Vote] = Field(default_factory=list)
-    vote_deadline: datetime | None = None
+    votes: list[Vote] = Field(default_factory=list)  # the standing vote of each player (latest counts)
+    vote_deadline: datetime | None = None  # set while a vote is open
+    vote_extended: bool = False  # the window was extended once for want of a quorum
+    tie_break: list[int] | None = None  # the tied choices a seeded draw decided between (recorded)
     shown_at: datetime = Field(default_factory=now)
 
 

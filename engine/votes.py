@@ -1,0 +1,82 @@
+"""Voting on the next choice: one standing vote per player, a deadline, a quorum, and a recorded tie-break.
+
+The rules are pure functions of the game state and the time, so a restart that reloads the game (votes,
+deadline and all) carries on exactly where the vote was.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from engine.errors import GameRuleError
+from engine.game import Game, GameStatus, Vote
+
+
+@dataclass(frozen=True)
+class VoteRules:
+    window_seconds: float = 60.0
+    quorum: int = 1  # voters needed; below it the window is extended once, then the top choice wins
+
+
+@dataclass(frozen=True)
+class VoteResult:
+    closed: bool  # False: the window was extended instead
+    choice: int | None = None
+    tie_break: tuple[int, ...] = ()
+
+
+def open_vote(game: Game, rules: VoteRules, now: datetime) -> datetime:
+    if game.status != GameStatus.WAITING:
+        raise GameRuleError("there is nothing to vote on now")
+    shown = game.current
+    shown.votes, shown.vote_extended, shown.tie_break = [], False, None
+    shown.vote_deadline = now + timedelta(seconds=rules.window_seconds)
+    return shown.vote_deadline
+
+
+def cast(game: Game, player: str, choice: int, now: datetime) -> None:
+    """A player's vote; a later vote replaces their earlier one."""
+    shown = game.current
+    if shown.vote_deadline is None:
+        raise GameRuleError("no vote is open")
+    if not 0 <= choice < len(shown.scene.choices):
+        raise GameRuleError(f"choice {choice + 1} does not exist")
+    shown.votes = [v for v in shown.votes if v.player != player] + [Vote(player=player, choice=choice, at=now)]
+
+
+def withdraw(game: Game, player: str, choice: int | None = None) -> None:
+    """Take back a player's vote (only if it is still for ``choice``, when given)."""
+    game.current.votes = [v for v in game.current.votes
+                          if not (v.player == player and (choice is None or v.choice == choice))]
+
+
+def tally(game: Game) -> Counter[int]:
+    return Counter(v.choice for v in game.current.votes)
+
+
+def everyone_voted(game: Game) -> bool:
+    voters = {v.player for v in game.current.votes}
+    return bool(game.players) and voters >= set(game.players)
+
+
+def close_vote(game: Game, rules: VoteRules, now: datetime, seed: int) -> VoteResult:
+    """Close the vote (at its deadline, or when every player has voted): below the quorum the window is
+    extended once; then the top choice wins, and a tie is broken by a draw seeded with ``seed``."""
+    shown = game.current
+    if shown.vote_deadline is None:
+        raise GameRuleError("no vote is open")
+    voters = len({v.player for v in shown.votes})
+    if voters < rules.quorum and not shown.vote_extended:
+        shown.vote_extended = True
+        shown.vote_deadline = now + timedelta(seconds=rules.window_seconds)
+        return VoteResult(closed=False)
+    counts = tally(game)
+    top = max(counts.values(), default=0)
+    tied = sorted(c for c in range(len(shown.scene.choices)) if counts.get(c, 0) == top)
+    choice = tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)
+    shown.tie_break = tied if len(tied) > 1 else None
+    shown.vote_deadline = None
+    return VoteResult(closed=True, choice=choice, tie_break=tuple(tied) if len(tied) > 1 else ())
