@@ -25,12 +25,10 @@ async def start(path: Path) -> None:
         open_vote(game, RULES, datetime.now(UTC))
         await store.save(game)
         print(f"ready {game.id}", flush=True)
-        count = 0
-        for line in sys.stdin:
+        for count, line in enumerate(sys.stdin, start=1):
             _, player, choice = line.split()
             cast(game, player, int(choice), datetime.now(UTC))
             await store.save(game)  # every vote is stored as it arrives
-            count += 1
             print(f"saved {count}", flush=True)
 
 
