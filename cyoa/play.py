@@ -74,8 +74,14 @@ async def pick_game(store: GameStore, engine: StoryEngine, genre: str | None, pr
         return await engine.start(PLACE, genre, premise, ["you"])
 
 
-async def play_loop(engine: StoryEngine, store: GameStore, game: Game) -> None:
+async def persist(engine: StoryEngine, store: GameStore, game: Game) -> None:
+    """Save the game and add what the output checks counted (one model version's parse failures...)."""
     await store.save(game)
+    await store.add_output_counts(engine.stats.drain())
+
+
+async def play_loop(engine: StoryEngine, store: GameStore, game: Game) -> None:
+    await persist(engine, store, game)
     while True:
         show(game)
         if game.status == GameStatus.WAITING:
@@ -83,14 +89,14 @@ async def play_loop(engine: StoryEngine, store: GameStore, game: Game) -> None:
         console.print(HELP)
         answer = await ask("> ")
         if answer is None or answer.lower() in {"q", "quit"}:
-            await store.save(game)
+            await persist(engine, store, game)
             console.print(f"saved; `cyoa play --game {game.id}` (or just `cyoa play`) continues it")
             return
         try:
             await apply(engine, game, answer)
         except CyoaError as exc:
             console.print(f"[red]{exc}[/]")
-        await store.save(game)
+        await persist(engine, store, game)
 
 
 async def apply(engine: StoryEngine, game: Game, answer: str) -> None:

@@ -157,6 +157,29 @@ class GameStore:
             [(game.id, r.scene, r.player, r.stars, r.thumb, r.comment, r.model_version, r.at.isoformat())
              for r in game.ratings])
 
+    async def add_output_counts(self, counts: dict[str, dict[str, int]]) -> None:
+        """Add the engine's output-check counts (``OutputStats.drain()``) to the stored totals."""
+        rows = [(version, counter, n) for version, by_counter in counts.items() for counter, n in by_counter.items()
+                if n]
+        if not rows:
+            return
+        try:
+            await self.db.executemany(
+                "INSERT INTO output_counts VALUES (?, ?, ?) ON CONFLICT (model_version, counter) DO UPDATE SET"
+                " count = count + excluded.count", rows)
+            await self.db.commit()
+        except aiosqlite.Error as exc:
+            await self.db.rollback()
+            raise StoreError(f"{self.path}: cannot record output counts: {exc}") from exc
+
+    async def output_counts(self) -> dict[str, dict[str, int]]:
+        async with self.db.execute("SELECT model_version, counter, count FROM output_counts") as cursor:
+            rows = await cursor.fetchall()
+        out: dict[str, dict[str, int]] = {}
+        for version, counter, count in rows:
+            out.setdefault(str(version), {})[str(counter)] = int(count)
+        return out
+
     async def load(self, game_id: str) -> Game:
         async with self.db.execute("SELECT state FROM games WHERE id = ?", (game_id,)) as cursor:
             row = await cursor.fetchone()

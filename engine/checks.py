@@ -82,7 +82,17 @@ class OutputStats:
             if reason.startswith("malformed"):
                 self.parse_failures[model_version] += 1
 
+    def drain(self) -> dict[str, dict[str, int]]:
+        """The counts so far, which are then reset (to be added to the store's totals)."""
+        counts = self.as_dict()
+        self.outputs.clear()
+        self.parse_failures.clear()
+        self.repairs.clear()
+        self.rejections.clear()
+        return counts
+
     def as_dict(self) -> dict[str, dict[str, int]]:
+        versions = sorted(set(self.outputs) | set(self.repairs))
         return {version: {"outputs": self.outputs[version], "parse_failures": self.parse_failures[version],
                           "repairs": self.repairs[version], **dict(self.rejections.get(version, {}))}
-                for version in sorted(self.outputs)}
+                for version in versions}

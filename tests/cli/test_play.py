@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sqlite3
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -27,6 +28,10 @@ def test_a_scripted_session_and_its_resume(few_stories: Path) -> None:
 
     listing = runner.invoke(app, ["play", "--list"])
     assert game_id[:8] in listing.stdout and "mecha" in listing.stdout
+
+    db = sqlite3.connect(few_stories.parent / "cyoa-home" / "cyoa.db")
+    counts = dict(db.execute("SELECT counter, count FROM output_counts WHERE model_version = 'cyoa-storyteller/1'"))
+    assert counts["outputs"] >= 5  # every answer the engine checked was counted for its model version
 
     resumed = runner.invoke(app, ["play"], input="q\n")
     assert resumed.exit_code == 0

@@ -88,3 +88,15 @@ def test_a_failed_save_changes_nothing(tmp_path: Path) -> None:
             return await store.load(game.id)
 
     assert asyncio.run(scenario()).status == "waiting"
+
+
+def test_output_counts_add_up_per_model_version(tmp_path: Path) -> None:
+    async def scenario() -> dict[str, dict[str, int]]:
+        async with GameStore(tmp_path / "cyoa.db") as store:
+            await store.add_output_counts({"m/1": {"outputs": 3, "parse_failures": 1, "repairs": 0}})
+            await store.add_output_counts({"m/1": {"outputs": 2, "repairs": 1}, "m/2": {"outputs": 4}})
+            await store.add_output_counts({})
+            return await store.output_counts()
+
+    assert asyncio.run(scenario()) == {"m/1": {"outputs": 5, "parse_failures": 1, "repairs": 1},
+                                       "m/2": {"outputs": 4}}
