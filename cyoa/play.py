@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from pathlib import Path
 from typing import Annotated
 
@@ -15,14 +16,17 @@ from rich.table import Table
 
 from cyoa.settings import Settings
 from data import STORIES_DIR
-from data.store import GameStore, GameSummary
+from data.store import GameSummary, SQLiteGameStore
+from engine.checks import CheckRules
 from engine.errors import CyoaError
 from engine.game import Game, GameStatus, Rating
 from engine.genres import GENRE_IDS, GENRES
-from engine.turns import Premise, StoryEngine
+from engine.turns import EngineRules, Premise, StoryEngine
 
 PLACE = "terminal"
-HELP = "[bold]1-4[/] choose · [bold]r[/] retry · [bold]u[/] undo · [bold]*1-*5[/] rate this scene · [bold]q[/] quit"
+HELP = ("[bold]1-4[/] choose · [bold]r[/] retry · [bold]u[/] undo · [bold]*1-*5[/] (or [bold]4 stars[/]) rate "
+        "this scene · [bold]q[/] quit")
+RATING = re.compile(r"[*s](\d)|(\d) ?stars?")
 
 console = Console()
 
@@ -56,7 +60,7 @@ async def ask(prompt: str) -> str | None:
         return None
 
 
-async def pick_game(store: GameStore, engine: StoryEngine, genre: str | None, premise: str | None,
+async def pick_game(store: SQLiteGameStore, engine: StoryEngine, genre: str | None, premise: str | None,
                     new: bool) -> Game:
     if not new and genre is None and premise is None:
         waiting = [g for g in await store.unfinished() if g.place == PLACE]
@@ -70,17 +74,18 @@ async def pick_game(store: GameStore, engine: StoryEngine, genre: str | None, pr
         genre = answer or None
         if genre is not None and genre not in GENRE_IDS:
             raise CyoaError(f"unknown genre {genre!r}")
+        premise = await ask("premise, one sentence (Enter for one of the bundled stories'): ") or None
     with console.status("the storyteller is writing the opening…"):
         return await engine.start(PLACE, genre, premise, ["you"])
 
 
-async def persist(engine: StoryEngine, store: GameStore, game: Game) -> None:
+async def persist(engine: StoryEngine, store: SQLiteGameStore, game: Game) -> None:
     """Save the game and add what the output checks counted (one model version's parse failures...)."""
     await store.save(game)
     await store.add_output_counts(engine.stats.drain())
 
 
-async def play_loop(engine: StoryEngine, store: GameStore, game: Game) -> None:
+async def play_loop(engine: StoryEngine, store: SQLiteGameStore, game: Game) -> None:
     await persist(engine, store, game)
     while True:
         show(game)
@@ -107,8 +112,8 @@ async def apply(engine: StoryEngine, game: Game, answer: str) -> None:
             await engine.retry(game)
     elif lowered in {"u", "undo"}:
         await engine.undo(game)
-    elif lowered[:1] in {"*", "s"} and lowered[1:].isdigit():
-        stars = int(lowered[1:])
+    elif (rating := RATING.fullmatch(lowered)) is not None:
+        stars = int(rating.group(1) or rating.group(2))
         if not 1 <= stars <= 5:
             raise CyoaError("a rating is *1 to *5")
         game.ratings.append(Rating(player="you", scene=len(game.path) - 1, stars=stars,
@@ -123,7 +128,7 @@ async def apply(engine: StoryEngine, game: Game, answer: str) -> None:
 
 def list_games(store_path: Path) -> None:
     async def fetch() -> list[GameSummary]:
-        async with GameStore(store_path) as store:
+        async with SQLiteGameStore(store_path) as store:
             return await store.list_games(PLACE)
 
     table = Table("game", "genre", "status", "scenes", "model", "updated", "premise", title="saved games")
@@ -150,16 +155,17 @@ def play(
         return
 
     async def session() -> None:
-        async with GameStore(store_path) as store:
+        async with SQLiteGameStore(store_path) as store:
             chosen = await store.load(game) if game else None
             uri = model or (f"models:/{chosen.model_version}" if chosen else settings.model_uri("champion"))
             with console.status(f"loading the storyteller ({uri})…"):
                 writer = await ModelWriter.load(settings.tracking, uri)
-            engine = StoryEngine(writer, premises=bundled_premises())
+            rules = EngineRules(checks=CheckRules(block_list=settings.blocked_words))
+            engine = StoryEngine(writer, rules, premises=bundled_premises())
             current = chosen or await pick_game(store, engine, genre, premise, new)
             if current.model_version != writer.model_version:  # a resumed game keeps the model that began it
                 writer = await ModelWriter.load(settings.tracking, f"models:/{current.model_version}")
-                engine = StoryEngine(writer, premises=engine.premises)
+                engine = StoryEngine(writer, rules, premises=engine.premises)
             await play_loop(engine, store, current)
 
     asyncio.run(session())

@@ -27,6 +27,7 @@ class Settings(BaseSettings):
         description="folder of the openly licensed extra sources (holds SOURCES.md)",
     )
     model_name: str = Field(default="cyoa-storyteller", description="registered model name in the MLflow registry")
+    block_list: str = Field(default="", description="comma-separated words no scene or player text may contain")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
 
     @property
@@ -42,6 +43,10 @@ class Settings(BaseSettings):
     @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
+
+    @property
+    def blocked_words(self) -> frozenset[str]:
+        return frozenset(word.strip().casefold() for word in self.block_list.split(",") if word.strip())
 
     @property
     def checkpoints_dir(self) -> Path:

@@ -46,14 +46,14 @@ def migrations() -> list[tuple[int, Path]]:
     return found
 
 
-class GameStore:
-    """``async with GameStore(path) as store:``; or ``await store.open()`` / ``await store.close()``."""
+class SQLiteGameStore:
+    """The real ``engine.ports.GameStore``: ``async with SQLiteGameStore(path) as store:``."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
 
-    async def __aenter__(self) -> GameStore:
+    async def __aenter__(self) -> SQLiteGameStore:
         await self.open()
         return self
 

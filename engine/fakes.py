@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from engine.errors import GameRuleError
+from engine.game import Game, GameStatus
 from engine.ports import WriteRequest, WrittenScene
 from engine.prompt_format import render_target
 
@@ -42,3 +44,29 @@ class FakeWriter:
             return render_target(narration, [], "good")
         return render_target(narration, [f"Take path {self._count}-a", f"Take path {self._count}-b",
                                          f"Wait and watch {self._count}"], None)
+
+
+class MemoryStore:
+    """A ``GameStore`` in memory: saved games are copies, as a real store's would be."""
+
+    def __init__(self) -> None:
+        self.games: dict[str, str] = {}
+        self.counts: dict[str, dict[str, int]] = {}
+
+    async def save(self, game: Game) -> None:
+        self.games[game.id] = game.to_json()
+
+    async def load(self, game_id: str) -> Game:
+        if game_id not in self.games:
+            raise GameRuleError(f"no saved game {game_id!r}")
+        return Game.from_json(self.games[game_id])
+
+    async def unfinished(self) -> list[Game]:
+        games = [Game.from_json(text) for text in self.games.values()]
+        return [game for game in games if game.status != GameStatus.ENDED]
+
+    async def add_output_counts(self, counts: dict[str, dict[str, int]]) -> None:
+        for version, by_counter in counts.items():
+            totals = self.counts.setdefault(version, {})
+            for counter, n in by_counter.items():
+                totals[counter] = totals.get(counter, 0) + n

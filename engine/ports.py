@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from engine.game import Game
 from engine.prompt_format import StoryContext
 
 
@@ -37,3 +38,16 @@ class SceneWriter(Protocol):
     def model_version(self) -> str: ...
 
     async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]: ...
+
+
+class GameStore(Protocol):
+    """Where games live between moves and across restarts (``data.store.SQLiteGameStore`` is the real one,
+    ``engine.fakes.MemoryStore`` the fake). Every ``save`` is atomic."""
+
+    async def save(self, game: Game) -> None: ...
+
+    async def load(self, game_id: str) -> Game: ...
+
+    async def unfinished(self) -> list[Game]: ...
+
+    async def add_output_counts(self, counts: dict[str, dict[str, int]]) -> None: ...

@@ -35,3 +35,8 @@ def test_env_example_lists_every_setting() -> None:
              if not field.validation_alias] + [str(f.validation_alias) for f in Settings.model_fields.values()
                                                if f.validation_alias]
     assert all(name in example for name in names), names
+
+
+def test_block_list_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CYOA_BLOCK_LIST", " Gore, blood feud ,,")
+    assert Settings().blocked_words == frozenset({"gore", "blood feud"})

@@ -16,13 +16,13 @@ runner = CliRunner()
 def test_a_scripted_session_and_its_resume(few_stories: Path) -> None:
     assert runner.invoke(app, ["bootstrap", "--preset", "tiny"]).exit_code == 0
 
-    first = runner.invoke(app, ["play"], input="mecha\n1\n1\n1\nr\nu\n*4\n9\nq\n")
+    first = runner.invoke(app, ["play"], input="mecha\n\n1\n1\n1\nr\nu\n*4\n2 stars\n9\nq\n")
     assert first.exit_code == 0, first.output
     out = first.stdout
     scenes = re.findall(r"mecha · scene (\d+)", out)
     # opening, three choices (scene 4), the retry of scene 4, the undo back to scene 3
     assert scenes[:6] == ["1", "2", "3", "4", "4", "3"], scenes
-    assert "rated scene 3: ★★★★" in out
+    assert "rated scene 3: ★★★★" in out and "rated scene 3: ★★\n" in out
     assert "choice 9 does not exist" in out
     game_id = re.search(r"cyoa play --game (\w+)", out).group(1)  # type: ignore[union-attr]
 

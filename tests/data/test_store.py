@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from data.store import GameStore, StoreError, migrations
+from data.store import SQLiteGameStore, StoreError, migrations
 from engine.fakes import FakeWriter
 from engine.game import Game, Rating, Vote
 from engine.turns import StoryEngine
@@ -26,10 +26,10 @@ async def played_game() -> Game:
 def test_save_and_load_round_trip(tmp_path: Path) -> None:
     async def scenario() -> tuple[Game, Game, list[str]]:
         game = await played_game()
-        async with GameStore(tmp_path / "cyoa.db") as store:
+        async with SQLiteGameStore(tmp_path / "cyoa.db") as store:
             await store.save(game)
             await store.save(game)  # saving again replaces, never duplicates
-        async with GameStore(tmp_path / "cyoa.db") as store:
+        async with SQLiteGameStore(tmp_path / "cyoa.db") as store:
             loaded = await store.load(game.id)
             unfinished = [g.id for g in await store.unfinished()]
         return game, loaded, unfinished
@@ -49,7 +49,7 @@ def test_save_and_load_round_trip(tmp_path: Path) -> None:
 
 def test_list_games_and_unknown_game(tmp_path: Path) -> None:
     async def scenario() -> None:
-        async with GameStore(tmp_path / "cyoa.db") as store:
+        async with SQLiteGameStore(tmp_path / "cyoa.db") as store:
             game = await played_game()
             await store.save(game)
             [summary] = await store.list_games("channel-1")
@@ -65,7 +65,7 @@ def test_migrations_are_applied_once_and_a_newer_database_is_refused(tmp_path: P
     path = tmp_path / "cyoa.db"
 
     async def version() -> int:
-        async with GameStore(path) as store:
+        async with SQLiteGameStore(path) as store:
             return await store.schema_version()
 
     assert asyncio.run(version()) == migrations()[-1][0]
@@ -79,7 +79,7 @@ def test_migrations_are_applied_once_and_a_newer_database_is_refused(tmp_path: P
 def test_a_failed_save_changes_nothing(tmp_path: Path) -> None:
     async def scenario() -> Game:
         game = await played_game()
-        async with GameStore(tmp_path / "cyoa.db") as store:
+        async with SQLiteGameStore(tmp_path / "cyoa.db") as store:
             await store.save(game)
             broken = game.model_copy(deep=True)
             broken.status = "lost"  # type: ignore[assignment]  # violates the CHECK constraint
@@ -92,7 +92,7 @@ def test_a_failed_save_changes_nothing(tmp_path: Path) -> None:
 
 def test_output_counts_add_up_per_model_version(tmp_path: Path) -> None:
     async def scenario() -> dict[str, dict[str, int]]:
-        async with GameStore(tmp_path / "cyoa.db") as store:
+        async with SQLiteGameStore(tmp_path / "cyoa.db") as store:
             await store.add_output_counts({"m/1": {"outputs": 3, "parse_failures": 1, "repairs": 0}})
             await store.add_output_counts({"m/1": {"outputs": 2, "repairs": 1}, "m/2": {"outputs": 4}})
             await store.add_output_counts({})

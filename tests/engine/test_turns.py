@@ -195,3 +195,18 @@ def test_state_from_a_newer_cyoa_is_refused() -> None:
         Game.from_json(newer)
     with pytest.raises(StateError, match="not JSON"):
         Game.from_json("{")
+
+
+def test_the_memory_store_keeps_copies_and_finds_unfinished_games() -> None:
+    from engine.fakes import MemoryStore
+
+    store = MemoryStore()
+    engine, _ = make()
+    game = run(engine.start("t", "mecha", "A pilot wakes."))
+    run(store.save(game))
+    run(engine.choose(game, 0))
+    assert len(run(store.load(game.id)).path) == 1  # a copy as saved, not the live object
+    assert [g.id for g in run(store.unfinished())] == [game.id]
+    run(store.add_output_counts({"fake/1": {"outputs": 2}}))
+    run(store.add_output_counts({"fake/1": {"outputs": 1}}))
+    assert store.counts == {"fake/1": {"outputs": 3}}

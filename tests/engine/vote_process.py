@@ -10,7 +10,7 @@ import zlib
 from datetime import UTC, datetime
 from pathlib import Path
 
-from data.store import GameStore
+from data.store import SQLiteGameStore
 from engine.fakes import FakeWriter
 from engine.turns import StoryEngine
 from engine.votes import VoteRules, cast, close_vote, open_vote
@@ -19,7 +19,7 @@ RULES = VoteRules(window_seconds=2.0, quorum=1)
 
 
 async def start(path: Path) -> None:
-    async with GameStore(path) as store:
+    async with SQLiteGameStore(path) as store:
         engine = StoryEngine(FakeWriter())
         game = await engine.start("channel-7", "mecha", "A pilot wakes.", ["ana", "ben", "cam", "dee"])
         open_vote(game, RULES, datetime.now(UTC))
@@ -33,7 +33,7 @@ async def start(path: Path) -> None:
 
 
 async def resume(path: Path) -> None:
-    async with GameStore(path) as store:
+    async with SQLiteGameStore(path) as store:
         [game] = await store.unfinished()
         deadline = game.current.vote_deadline
         assert deadline is not None
