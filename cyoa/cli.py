@@ -23,7 +23,6 @@ from data.steps import read_steps
 from data.validation import validate_story_file
 from engine.errors import CyoaError
 
-log = logging.getLogger("cyoa")
 out = Console()
 err = Console(stderr=True)
 

@@ -4,7 +4,6 @@ result; the rules are the engine's, the storage is the game store's."""
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 from pathlib import Path
 from typing import Annotated
@@ -17,6 +16,7 @@ from rich.table import Table
 from cyoa.settings import Settings
 from data import STORIES_DIR
 from data.store import GameSummary, SQLiteGameStore
+from data.validation import load_stories
 from engine.checks import CheckRules
 from engine.errors import CyoaError
 from engine.game import Game, GameStatus, Rating
@@ -32,12 +32,9 @@ console = Console()
 
 
 def bundled_premises(folder: Path = STORIES_DIR) -> list[Premise]:
-    """The premises (and lore) of the bundled stories, to draw new games from."""
-    premises = []
-    for path in sorted(folder.glob("*.json")):
-        raw = json.loads(path.read_text(encoding="utf-8"))
-        premises.append(Premise(raw["genre"], raw["premise"], tuple(raw.get("lore", []))))
-    return premises
+    """The premises (and lore) of the valid bundled stories, to draw new games from."""
+    stories, _ = load_stories(folder)
+    return [Premise(story.genre, story.premise, story.lore) for story in stories]
 
 
 def show(game: Game) -> None:
