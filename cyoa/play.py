@@ -158,7 +158,8 @@ def play(
             with console.status(f"loading the storyteller ({uri})…"):
                 writer = await ModelWriter.load(settings.tracking, uri)
             rules = EngineRules(checks=CheckRules(block_list=settings.blocked_words))
-            engine = StoryEngine(writer, rules, premises=bundled_premises())
+            # Reading and validating 64 story files is file I/O: off the event loop.
+            engine = StoryEngine(writer, rules, premises=await asyncio.to_thread(bundled_premises))
             current = chosen or await pick_game(store, engine, genre, premise, new)
             if current.model_version != writer.model_version:  # a resumed game keeps the model that began it
                 writer = await ModelWriter.load(settings.tracking, f"models:/{current.model_version}")

@@ -95,9 +95,6 @@ class Storyteller:
     def sampling(self) -> Sampling:
         return self.card.config.sampling
 
-    def count_tokens(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
-
     # --- saving and loading -------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
