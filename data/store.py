@@ -7,10 +7,12 @@ guessed at. Every save of a game is one transaction.
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import aiosqlite
 
@@ -204,3 +206,51 @@ class SQLiteGameStore:
             rows = await cursor.fetchall()
         return [GameSummary(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), int(r[5]), str(r[6]), str(r[7]))
                 for r in rows]
+
+    async def all_games(self) -> list[Game]:
+        """Every saved game, oldest first (the feedback export and the live report read these)."""
+        async with self.db.execute("SELECT id FROM games ORDER BY created_at, id") as cursor:
+            ids = [str(row[0]) for row in await cursor.fetchall()]
+        return [await self.load(game_id) for game_id in ids]
+
+    # --- servers and players ------------------------------------------------------------------
+    async def server_settings(self, server: str) -> dict[str, Any]:
+        """The values a server changed from the defaults (empty if none)."""
+        async with self.db.execute("SELECT settings FROM server_settings WHERE server = ?", (server,)) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return {}
+        try:
+            values = json.loads(str(row[0]))
+        except json.JSONDecodeError as exc:
+            raise StoreError(f"{self.path}: settings of server {server} are not JSON: {exc}") from exc
+        if not isinstance(values, dict):
+            raise StoreError(f"{self.path}: settings of server {server} are not an object")
+        return values
+
+    async def save_server_settings(self, server: str, values: dict[str, Any]) -> None:
+        try:
+            await self.db.execute(
+                "INSERT INTO server_settings VALUES (?, ?, ?) ON CONFLICT (server) DO UPDATE SET"
+                " settings = excluded.settings, updated_at = excluded.updated_at",
+                (server, json.dumps(values, sort_keys=True), now().isoformat()))
+            await self.db.commit()
+        except aiosqlite.Error as exc:
+            await self.db.rollback()
+            raise StoreError(f"{self.path}: cannot save the settings of server {server}: {exc}") from exc
+
+    async def set_opt_out(self, player: str, opted_out: bool) -> None:
+        """Record (or take back) a player's wish that their votes and ratings never train a model."""
+        try:
+            if opted_out:
+                await self.db.execute("INSERT OR IGNORE INTO opt_outs VALUES (?, ?)", (player, now().isoformat()))
+            else:
+                await self.db.execute("DELETE FROM opt_outs WHERE player = ?", (player,))
+            await self.db.commit()
+        except aiosqlite.Error as exc:
+            await self.db.rollback()
+            raise StoreError(f"{self.path}: cannot record the opt-out: {exc}") from exc
+
+    async def opted_out(self) -> frozenset[str]:
+        async with self.db.execute("SELECT player FROM opt_outs") as cursor:
+            return frozenset(str(row[0]) for row in await cursor.fetchall())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 from engine.errors import GameRuleError
 from engine.game import Game, GameStatus
@@ -52,6 +53,8 @@ class MemoryStore:
     def __init__(self) -> None:
         self.games: dict[str, str] = {}
         self.counts: dict[str, dict[str, int]] = {}
+        self.settings: dict[str, dict[str, Any]] = {}
+        self.opt_outs: set[str] = set()
 
     async def save(self, game: Game) -> None:
         self.games[game.id] = game.to_json()
@@ -70,3 +73,18 @@ class MemoryStore:
             totals = self.counts.setdefault(version, {})
             for counter, n in by_counter.items():
                 totals[counter] = totals.get(counter, 0) + n
+
+    async def all_games(self) -> list[Game]:
+        return [Game.from_json(text) for text in self.games.values()]
+
+    async def server_settings(self, server: str) -> dict[str, Any]:
+        return dict(self.settings.get(server, {}))
+
+    async def save_server_settings(self, server: str, values: dict[str, Any]) -> None:
+        self.settings[server] = dict(values)
+
+    async def set_opt_out(self, player: str, opted_out: bool) -> None:
+        (self.opt_outs.add if opted_out else self.opt_outs.discard)(player)
+
+    async def opted_out(self) -> frozenset[str]:
+        return frozenset(self.opt_outs)

@@ -81,6 +81,7 @@ class Shown(BaseModel):
     vote_deadline: datetime | None = None  # set while a vote is open
     vote_extended: bool = False  # the window was extended once for want of a quorum
     tie_break: list[int] | None = None  # the tied choices a seeded draw decided between (recorded)
+    message: str | None = None  # the frontend's handle to where the scene is shown (a Discord message id)
     shown_at: datetime = Field(default_factory=now)
 
 
@@ -89,6 +90,7 @@ class Game(BaseModel):
     id: str
     place: str
     players: list[str] = Field(default_factory=list)
+    owner: str | None = None  # the player who started the game (may end, retry and undo it)
     genre: str
     premise: str
     lore: list[str] = Field(default_factory=list)
@@ -98,6 +100,7 @@ class Game(BaseModel):
     undone: list[Shown] = Field(default_factory=list)  # scenes taken back by undo, newest last
     ratings: list[Rating] = Field(default_factory=list)
     max_scenes: int = 12
+    block_words: list[str] = Field(default_factory=list)  # words banned in this game on top of the global list
     created_at: datetime = Field(default_factory=now)
 
     @property

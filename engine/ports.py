@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from engine.game import Game
 from engine.prompt_format import StoryContext
@@ -51,3 +51,16 @@ class GameStore(Protocol):
     async def unfinished(self) -> list[Game]: ...
 
     async def add_output_counts(self, counts: dict[str, dict[str, int]]) -> None: ...
+
+
+class ServerStore(Protocol):
+    """Per-server settings and players' opt-outs, for multi-player frontends (the Discord bot).
+    ``data.store.SQLiteGameStore`` is the real one, ``engine.fakes.MemoryStore`` the fake."""
+
+    async def server_settings(self, server: str) -> dict[str, Any]: ...
+
+    async def save_server_settings(self, server: str, values: dict[str, Any]) -> None: ...
+
+    async def set_opt_out(self, player: str, opted_out: bool) -> None: ...
+
+    async def opted_out(self) -> frozenset[str]: ...

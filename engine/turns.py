@@ -12,7 +12,7 @@ import random
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine.checks import CheckRules, OutputStats, check_output, check_player_text
 from engine.errors import GameRuleError, RejectedOutputError, StorytellerBusyError
@@ -90,6 +90,7 @@ class StoryEngine:
         """Write every request in one batched call; answers that fail a check are written again (only those,
         again batched) up to ``max_attempts`` times, then replaced by a clearly marked repair."""
         earlier = [shown.scene.narration for shown in game.path]
+        checks = self.checks_for(game)
         results: list[Written | None] = [None] * len(requests)
         todo = list(range(len(requests)))
         for attempt in range(1, self.rules.max_attempts + 1):
@@ -100,7 +101,7 @@ class StoryEngine:
             for index, answer in zip(todo, answers, strict=True):
                 try:
                     request = requests[index]
-                    scene = check_output(answer.text, earlier, self.rules.checks, request.must_end, request.may_end)
+                    scene = check_output(answer.text, earlier, checks, request.must_end, request.may_end)
                 except RejectedOutputError as exc:
                     self.stats.record(answer.model_version, exc.reason)
                     failed.append(index)
@@ -113,6 +114,13 @@ class StoryEngine:
             self.stats.repairs[self.writer.model_version] += 1
             results[index] = self._repair(game, requests[index])
         return [written for written in results if written is not None]
+
+    def checks_for(self, game: Game) -> CheckRules:
+        """The output checks for one game: the global block list plus the game's own words (a server's)."""
+        if not game.block_words:
+            return self.rules.checks
+        return replace(self.rules.checks, block_list=self.rules.checks.block_list | frozenset(
+            word.casefold() for word in game.block_words))
 
     def _repair(self, game: Game, request: WriteRequest) -> Written:
         action = request.context.path[-1].action if request.context.path else None
@@ -136,12 +144,16 @@ class StoryEngine:
 
     # --- turns --------------------------------------------------------------------------------
     async def start(self, place: str, genre: str | None = None, premise: str | None = None,
-                    players: Sequence[str] = (), lore: Sequence[str] = ()) -> Game:
-        """A new game: genre and premise as given, or drawn from the known premises."""
+                    players: Sequence[str] = (), lore: Sequence[str] = (), owner: str | None = None,
+                    block_words: Sequence[str] = ()) -> Game:
+        """A new game: genre and premise as given, or drawn from the known premises. ``block_words`` are
+        banned in this game on top of the global block list (a server's additions)."""
+        checks = replace(self.rules.checks, block_list=self.rules.checks.block_list | frozenset(
+            word.casefold() for word in block_words))
         if genre is not None and genre not in GENRE_IDS:
             raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
         if premise is not None:
-            premise = check_player_text(premise, self.rules.checks)
+            premise = check_player_text(premise, checks)
             if not premise:
                 raise GameRuleError("the premise is empty")
         else:
@@ -152,7 +164,7 @@ class StoryEngine:
             genre, premise, lore = drawn.genre, drawn.premise, drawn.lore
         game = Game(id=uuid.uuid4().hex[:12], place=place, players=list(players), genre=genre or "fantasy",
                     premise=premise, lore=list(lore), model_version=self.writer.model_version,
-                    max_scenes=self.rules.max_scenes)
+                    max_scenes=self.rules.max_scenes, owner=owner, block_words=list(block_words))
         [opening] = await self.write_checked(game, [self.request(game, 0, None)])
         self._show(game, opening)
         return game
@@ -228,6 +240,14 @@ class StoryEngine:
         game.undone.append(game.path.pop())
         game.current.chosen = None
         game.status = GameStatus.WAITING
+        return game
+
+    async def end(self, game: Game) -> Game:
+        """Stop the story here (no ending scene): the players ended it."""
+        await self._cancel_pregeneration(game)
+        if game.path:
+            game.current.vote_deadline = None
+        game.status = GameStatus.ENDED
         return game
 
     async def _cancel_pregeneration(self, game: Game) -> None:
