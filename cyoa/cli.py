@@ -49,6 +49,14 @@ app.command()(model_cli.bootstrap)
 app.command()(play_cli.play)
 
 
+@app.command("bot")
+def bot_command() -> None:
+    """Run the Discord bot (DISCORD_TOKEN from the environment or .env) until stopped with Ctrl-C."""
+    from bot.launcher import main as run_bot  # discord.py, torch and MLflow load only when the bot runs
+
+    run_bot()
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"cyoa {__version__}")

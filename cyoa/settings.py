@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from data import STORIES_DIR
@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     model_name: str = Field(default="cyoa-storyteller", description="registered model name in the MLflow registry")
     block_list: str = Field(default="", description="comma-separated words no scene or player text may contain")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN",
+                                            description="the bot's token from the Discord developer portal")
 
     @property
     def tracking_uri(self) -> str:

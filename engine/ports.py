@@ -64,3 +64,24 @@ class ServerStore(Protocol):
     async def set_opt_out(self, player: str, opted_out: bool) -> None: ...
 
     async def opted_out(self) -> frozenset[str]: ...
+
+
+class TableStore(GameStore, ServerStore, Protocol):
+    """What ``engine.tables.Tables`` needs: games, server settings and opt-outs in one store."""
+
+
+class Presenter(Protocol):
+    """Shows a table's game to its players (the Discord bot posts embeds). Called by ``engine.tables``."""
+
+    async def show(self, game: Game) -> str | None:
+        """Show the game's current scene (with its open vote, if any); return a handle to where it is shown
+        (a message id), which reactions will name."""
+        ...
+
+    async def vote_extended(self, game: Game) -> None:
+        """The vote had too few voters and was extended once (to ``game.current.vote_deadline``)."""
+        ...
+
+    async def failed(self, game: Game, reason: str) -> None:
+        """A step the players did not ask for directly (closing a vote) failed; the vote is open again."""
+        ...

@@ -211,7 +211,11 @@ class StoryEngine:
         written = game.current.branches.get(choice)
         if written is None:
             game.status = GameStatus.WRITING
-            [written] = await self.write_checked(game, [self.request(game, len(game.path), options[choice])])
+            try:
+                [written] = await self.write_checked(game, [self.request(game, len(game.path), options[choice])])
+            except BaseException:
+                game.status = GameStatus.WAITING  # nothing was taken: the choice can be made again
+                raise
         game.current.chosen = choice
         game.undone.clear()
         self._show(game, written)
@@ -227,7 +231,11 @@ class StoryEngine:
         action = previous.scene.choices[previous.chosen] if previous and previous.chosen is not None else None
         request = self.request(game, scene_number, action)
         current = game.path.pop()
-        [written] = await self.write_checked(game, [request])
+        try:
+            [written] = await self.write_checked(game, [request])
+        except BaseException:
+            game.path.append(current)  # the scene stays as it was
+            raise
         self._show(game, written)
         game.current.rejected = [*current.rejected, current.scene]
         return game
@@ -249,6 +257,15 @@ class StoryEngine:
             game.current.vote_deadline = None
         game.status = GameStatus.ENDED
         return game
+
+    async def close(self) -> None:
+        """Cancel every branch still being written (at shutdown)."""
+        tasks = list(self._pregeneration.values())
+        self._pregeneration.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
 
     async def _cancel_pregeneration(self, game: Game) -> None:
         task = self._pregeneration.pop(game.id, None)

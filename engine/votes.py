@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -57,9 +58,16 @@ def tally(game: Game) -> Counter[int]:
     return Counter(v.choice for v in game.current.votes)
 
 
-def everyone_voted(game: Game) -> bool:
+def everyone_voted(game: Game, players: Iterable[str] | None = None) -> bool:
+    """Whether every one of ``players`` (default: the game's players) has a standing vote."""
+    expected = set(game.players if players is None else players)
     voters = {v.player for v in game.current.votes}
-    return bool(game.players) and voters >= set(game.players)
+    return bool(expected) and voters >= expected
+
+
+def active_players(game: Game) -> set[str]:
+    """The players still at the table: those who voted on the previous scene (nobody, at the opening)."""
+    return {v.player for v in game.path[-2].votes} if len(game.path) >= 2 else set()
 
 
 def close_vote(game: Game, rules: VoteRules, now: datetime, seed: int) -> VoteResult:

@@ -1,0 +1,160 @@
+"""The Discord client: the cogs, the one error handler, and the presenter that posts scenes.
+
+``CyoaBot`` gets its parts injected (the engine's ``StoryEngine`` and a store); ``bot.launcher`` builds the
+real ones. Only the intents the bot needs are asked for: guilds (channels and permissions) and guild
+reactions (the votes and ratings). No privileged intent is used: slash commands need no message content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+import discord
+from discord import app_commands
+from discord.ext import commands
+
+from bot.render import NUMBERS, scene_embed, timestamp
+from engine.errors import CyoaError
+from engine.game import Game
+from engine.ports import TableStore
+from engine.tables import Tables
+from engine.turns import StoryEngine
+
+log = logging.getLogger(__name__)
+
+INTENTS = discord.Intents.none()
+INTENTS.guilds = True
+INTENTS.guild_reactions = True
+
+
+def channel_of(place: str) -> int:
+    return int(place.rsplit(":", 1)[1])
+
+
+class DiscordPresenter:
+    """``engine.ports.Presenter`` for Discord: a scene is an embed in its channel, voted on with 1️⃣-4️⃣."""
+
+    def __init__(self, bot: CyoaBot) -> None:
+        self.bot = bot
+
+    async def _channel(self, game: Game) -> discord.abc.Messageable:
+        channel_id = channel_of(game.place)
+        channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        if not isinstance(channel, discord.abc.Messageable):
+            raise CyoaError(f"channel {channel_id} cannot take messages")
+        return channel
+
+    async def show(self, game: Game) -> str | None:
+        message = await (await self._channel(game)).send(embed=scene_embed(game))
+        if not game.ended:
+            # One reaction at a time, in the background: discord.py waits out the reaction rate limit.
+            self.bot.spawn(self._add_reactions(message, len(game.current.scene.choices)))
+        return str(message.id)
+
+    async def _add_reactions(self, message: discord.Message, count: int) -> None:
+        for emoji in NUMBERS[:count]:
+            await message.add_reaction(emoji)
+
+    async def vote_extended(self, game: Game) -> None:
+        await (await self._channel(game)).send(
+            f"Too few votes so far for scene {len(game.path)}: the vote stays open until "
+            f"{timestamp(game.current)}, then the top choice wins.")
+
+    async def failed(self, game: Game, reason: str) -> None:
+        await (await self._channel(game)).send(
+            f"The next scene could not be written ({reason}). The vote is open again until "
+            f"{timestamp(game.current)}.")
+
+
+class CyoaBot(commands.Bot):
+    def __init__(self, engine: StoryEngine, store: TableStore, sync_commands: bool = True) -> None:
+        super().__init__(command_prefix=commands.when_mentioned, intents=INTENTS,
+                         allowed_mentions=discord.AllowedMentions.none())
+        self.tables = Tables(engine, store, DiscordPresenter(self), clock=discord.utils.utcnow)
+        self.sync_commands = sync_commands
+        self._resumed = False
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    async def setup_hook(self) -> None:
+        from bot.cogs.adventure import AdventureCog, FeedbackCog
+        from bot.cogs.config import ConfigCog
+        from bot.cogs.reactions import ReactionsCog
+
+        for cog in (AdventureCog(self), FeedbackCog(self), ConfigCog(self), ReactionsCog(self)):
+            await self.add_cog(cog)
+        self.tree.error(self.on_app_command_error)
+        if self.sync_commands:
+            await self.tree.sync()
+
+    async def on_ready(self) -> None:
+        if self._resumed:
+            return  # on_ready comes again after every reconnect; resuming is once
+        self._resumed = True
+        games = await self.tables.resume(self.read_votes)
+        log.info("ready as %s; %d game(s) resumed", self.user, len(games))
+
+    async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
+        """The number reactions on a game's current scene message, by player (not the bot's own)."""
+        if game.current.message is None:
+            return None
+        try:
+            channel = await DiscordPresenter(self)._channel(game)
+            if not isinstance(channel, discord.abc.Messageable):
+                return None
+            message = await channel.fetch_message(int(game.current.message))
+        except (discord.HTTPException, CyoaError) as exc:
+            log.warning("cannot read the votes of game %s: %s", game.id, exc)
+            return None
+        votes: dict[str, set[int]] = {}
+        for reaction in message.reactions:
+            if str(reaction.emoji) not in NUMBERS:
+                continue
+            choice = NUMBERS.index(str(reaction.emoji))
+            async for user in reaction.users():
+                if self.user is None or user.id != self.user.id:
+                    votes.setdefault(str(user.id), set()).add(choice)
+        return votes
+
+    def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """Run ``work`` in the background; a failure is logged, not lost."""
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background task failed", exc_info=task.exception())
+
+    async def on_app_command_error(self, interaction: discord.Interaction[Any],
+                                   error: app_commands.AppCommandError) -> None:
+        """The one error handler: expected errors go to the user, privately; the rest are logged with an
+        id the user can quote."""
+        original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
+        if isinstance(original, (CyoaError, app_commands.AppCommandError)):
+            text = f"⚠️ {original}"
+        else:
+            error_id = uuid.uuid4().hex[:8]
+            command = interaction.command.qualified_name if interaction.command else "?"
+            log.error("error %s in /%s", error_id, command, exc_info=original)
+            text = f"Sorry, something went wrong on our side (error id `{error_id}`); it has been logged."
+        await reply(interaction, text)
+
+    async def close(self) -> None:
+        await self.tables.close()
+        for task in list(self._tasks):
+            task.cancel()
+        await super().close()
+
+
+async def reply(interaction: discord.Interaction[Any], text: str, **kwargs: Any) -> None:
+    """An ephemeral reply, whether or not the interaction was answered (deferred) already."""
+    if interaction.response.is_done():
+        await interaction.followup.send(text, ephemeral=True, **kwargs)
+    else:
+        await interaction.response.send_message(text, ephemeral=True, **kwargs)

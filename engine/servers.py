@@ -1,0 +1,54 @@
+"""Per-server settings, declared once with their defaults and bounds (Red-DiscordBot style).
+
+A server stores only the values it changed; everything else is the default here, so a new default reaches
+every server that never touched that setting.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from engine.errors import GameRuleError
+from engine.votes import VoteRules
+
+
+class ServerSettings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    vote_window: int = Field(default=60, ge=10, le=3600, description="seconds a vote stays open")
+    quorum: int = Field(default=1, ge=1, le=50,
+                        description="voters needed; below it the window is extended once, then the top choice wins")
+    allowed_channels: tuple[str, ...] = Field(default=(), description="channel ids where games may run (empty: all)")
+    max_games: int = Field(default=5, ge=1, le=100, description="games running at once in the server")
+    block_words: tuple[str, ...] = Field(default=(), description="words banned in this server's games")
+
+    @property
+    def vote_rules(self) -> VoteRules:
+        return VoteRules(window_seconds=float(self.vote_window), quorum=self.quorum)
+
+    def changed(self, **values: Any) -> ServerSettings:
+        """A copy with ``values`` changed, validated against the declared bounds."""
+        try:
+            return ServerSettings.model_validate({**self.model_dump(), **values})
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise GameRuleError(f"invalid setting: {problems}") from exc
+
+    def overrides(self) -> dict[str, Any]:
+        """The values that differ from the defaults: what the store keeps."""
+        defaults = ServerSettings().model_dump(mode="json")
+        return {name: value for name, value in self.model_dump(mode="json").items() if value != defaults[name]}
+
+    @classmethod
+    def from_stored(cls, values: dict[str, Any]) -> ServerSettings:
+        """Stored overrides over the defaults; a value that no longer validates falls back to its default."""
+        settings = cls()
+        for name, value in values.items():
+            if name in cls.model_fields:
+                try:
+                    settings = settings.changed(**{name: value})
+                except GameRuleError:
+                    continue  # an old bound was looser; the default is the safe reading
+        return settings

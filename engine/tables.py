@@ -1,0 +1,403 @@
+"""Tables: multi-player games, one per place (a channel of a server), with votes closed by timers.
+
+A frontend (the Discord bot) turns what players do into calls here and renders what it gets back through a
+``Presenter``. The rules of who may do what, when a vote closes, and what is saved when, live here, so the
+bot's cogs stay thin. Every change to a game is saved before anyone is told about it, and a restart
+(``resume``) reschedules each open vote from its stored deadline and reconciles the votes with what the
+frontend still sees (the reactions on the scene's message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import replace
+from datetime import datetime
+from typing import Any
+
+from engine.checks import check_player_text
+from engine.errors import CyoaError, GameRuleError
+from engine.game import Game, GameStatus, Rating, now
+from engine.genres import GENRE_IDS
+from engine.ports import Presenter, TableStore
+from engine.servers import ServerSettings
+from engine.turns import StoryEngine
+from engine.votes import active_players, cast, close_vote, everyone_voted, open_vote, withdraw
+
+log = logging.getLogger(__name__)
+
+Marks = frozenset({"star", "up", "down"})
+"""Rating marks a player can put on a scene: a star (5 stars), a thumb up, a thumb down."""
+
+VoteReader = Callable[[Game], Awaitable[dict[str, set[int]] | None]]
+"""Reads the votes the frontend still shows for a game's current scene: choices by player (None: unknown)."""
+
+
+def _seed(game: Game) -> int:
+    """The tie-break seed of the game's current vote: fixed by the game and the scene, so it is reproducible."""
+    return int(hashlib.sha256(f"{game.id}:{len(game.path)}".encode()).hexdigest()[:12], 16)
+
+
+class Tables:
+    def __init__(self, engine: StoryEngine, store: TableStore, presenter: Presenter,
+                 clock: Callable[[], datetime] = now, prefix: str = "discord") -> None:
+        self.engine = engine
+        self.store = store
+        self.presenter = presenter
+        self.clock = clock
+        self.prefix = prefix
+        self.games: dict[str, Game] = {}  # the latest game of each place (an ended one stays, for ratings)
+        self._settings: dict[str, ServerSettings] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._timers: dict[str, asyncio.Task[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._starting: set[str] = set()
+
+    # --- places and settings ------------------------------------------------------------------
+    def place(self, server: str, channel: str) -> str:
+        return f"{self.prefix}:{server}:{channel}"
+
+    def server_of(self, place: str) -> str | None:
+        parts = place.split(":")
+        return parts[1] if len(parts) == 3 and parts[0] == self.prefix else None
+
+    async def settings(self, server: str) -> ServerSettings:
+        cached = self._settings.get(server)
+        if cached is None:
+            cached = ServerSettings.from_stored(await self.store.server_settings(server))
+            self._settings[server] = cached
+        return cached
+
+    async def configure(self, server: str, **values: Any) -> ServerSettings:
+        """Change a server's settings (validated); the next vote and the next game use them."""
+        changed = (await self.settings(server)).changed(**values)
+        await self.store.save_server_settings(server, changed.overrides())
+        self._settings[server] = changed
+        for game in self.running_in(server):
+            game.block_words = list(changed.block_words)  # running games too, from their next scene on
+        return changed
+
+    async def reset(self, server: str) -> ServerSettings:
+        await self.store.save_server_settings(server, {})
+        self._settings[server] = ServerSettings()
+        return self._settings[server]
+
+    async def _settings_of(self, game: Game) -> ServerSettings:
+        server = self.server_of(game.place)
+        return await self.settings(server) if server is not None else ServerSettings()
+
+    # --- lookups ------------------------------------------------------------------------------
+    def game_at(self, place: str) -> Game | None:
+        return self.games.get(place)
+
+    def running(self, place: str) -> Game:
+        game = self.games.get(place)
+        if game is None or game.ended:
+            raise GameRuleError("no adventure is running in this channel; start one with /adventure start")
+        return game
+
+    def running_in(self, server: str) -> list[Game]:
+        return [g for p, g in self.games.items() if not g.ended and self.server_of(p) == server]
+
+    def _lock(self, game: Game) -> asyncio.Lock:
+        return self._locks.setdefault(game.id, asyncio.Lock())
+
+    @staticmethod
+    def scene_of(game: Game, message: str) -> int | None:
+        """The index of the scene shown in ``message``, if it is one of the game's."""
+        return next((i for i, shown in enumerate(game.path) if shown.message == message), None)
+
+    # --- starting and steering ----------------------------------------------------------------
+    async def check_start(self, server: str, channel: str, genre: str | None = None,
+                          premise: str | None = None) -> None:
+        """Refuse a start that cannot succeed, before anything is written (a frontend checks this first, so
+        the refusal reaches only the player who asked)."""
+        settings = await self.settings(server)
+        if genre is not None and genre not in GENRE_IDS:
+            raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
+        if premise is not None:
+            check_player_text(premise, replace(self.engine.rules.checks, block_list=(
+                self.engine.rules.checks.block_list | {w.casefold() for w in settings.block_words})))
+        if settings.allowed_channels and channel not in settings.allowed_channels:
+            raise GameRuleError("adventures are not played in this channel here; /config view lists where they are")
+        place = self.place(server, channel)
+        current = self.games.get(place)
+        if (current is not None and not current.ended) or place in self._starting:
+            raise GameRuleError("an adventure is already running in this channel; finish it or /adventure end it")
+        starting = sum(1 for p in self._starting if self.server_of(p) == server)
+        if len(self.running_in(server)) + starting >= settings.max_games:
+            raise GameRuleError(f"this server already has {settings.max_games} adventures running, its most; "
+                                "end one first")
+
+    async def start(self, server: str, channel: str, player: str, genre: str | None = None,
+                    premise: str | None = None) -> Game:
+        await self.check_start(server, channel, genre, premise)
+        settings = await self.settings(server)
+        place = self.place(server, channel)
+        self._starting.add(place)  # held while the opening is written, so two starts cannot race
+        try:
+            game = await self.engine.start(place, genre, premise, players=[player], owner=player,
+                                           block_words=settings.block_words)
+        finally:
+            self._starting.discard(place)
+        self.games[place] = game
+        async with self._lock(game):
+            await self._present(game)
+        return game
+
+    def steerable(self, place: str, player: str, manager: bool, what: str) -> Game:
+        """The running game of ``place``, if ``player`` may ``what`` (end, retry, undo) it."""
+        game = self.running(place)
+        if player != game.owner and not manager:
+            raise GameRuleError(f"only the player who started this adventure, or a member with Manage Server, "
+                                f"may {what} it")
+        return game
+
+    async def retry(self, place: str, player: str, manager: bool = False) -> Game:
+        game = self.steerable(place, player, manager, "retry")
+        async with self._lock(game):
+            self._cancel_timer(game)
+            try:
+                await self.engine.retry(game)
+            except BaseException:
+                self._schedule(game)  # the scene and its vote stay as they were
+                raise
+            await self._present(game)
+        return game
+
+    async def undo(self, place: str, player: str, manager: bool = False) -> Game:
+        game = self.steerable(place, player, manager, "undo")
+        async with self._lock(game):
+            self._cancel_timer(game)
+            try:
+                await self.engine.undo(game)
+            except BaseException:
+                self._schedule(game)
+                raise
+            await self._present(game)
+        return game
+
+    async def end(self, place: str, player: str, manager: bool = False) -> Game:
+        game = self.steerable(place, player, manager, "end")
+        async with self._lock(game):
+            self._cancel_timer(game)
+            await self.engine.end(game)
+            await self._save(game)
+        return game
+
+    # --- votes --------------------------------------------------------------------------------
+    async def vote(self, place: str, player: str, choice: int, message: str) -> bool:
+        """A player's vote from a reaction on ``message``; False if it is not a vote on the open scene."""
+        game = self.games.get(place)
+        if game is None or game.ended:
+            return False
+        async with self._lock(game):
+            shown = game.current
+            if (shown.message != message or shown.vote_deadline is None
+                    or not 0 <= choice < len(shown.scene.choices) or game.status != GameStatus.WAITING):
+                return False
+            cast(game, player, choice, self.clock())
+            if player not in game.players:
+                game.players.append(player)
+            settings = await self._settings_of(game)
+            if everyone_voted(game, active_players(game)) and len(shown.votes) >= settings.quorum:
+                self._cancel_timer(game)
+                await self._close(game)
+            else:
+                await self._save(game)
+        return True
+
+    async def unvote(self, place: str, player: str, choice: int, message: str) -> bool:
+        """A reaction was removed: the player's vote is withdrawn if it was that choice."""
+        game = self.games.get(place)
+        if game is None or game.ended:
+            return False
+        async with self._lock(game):
+            shown = game.current
+            if shown.message != message or shown.vote_deadline is None:
+                return False
+            before = len(shown.votes)
+            withdraw(game, player, choice)
+            if len(shown.votes) == before:
+                return False
+            await self._save(game)
+        return True
+
+    async def _close(self, game: Game) -> None:
+        """Close the current vote (lock held): extend it once below the quorum, else take the winner."""
+        settings = await self._settings_of(game)
+        result = close_vote(game, settings.vote_rules, self.clock(), _seed(game))
+        if not result.closed or result.choice is None:
+            await self._save(game)
+            self._schedule(game)
+            await self.presenter.vote_extended(game)
+            return
+        try:
+            await self.engine.choose(game, result.choice)
+        except CyoaError as exc:
+            # Nothing was taken (the storyteller was busy, say): the vote opens again, with its votes.
+            votes = list(game.current.votes)
+            open_vote(game, settings.vote_rules, self.clock())
+            game.current.votes = votes
+            await self._save(game)
+            self._schedule(game)
+            await self.presenter.failed(game, str(exc))
+            return
+        await self._present(game)
+
+    async def _close_at(self, game: Game, deadline: datetime) -> None:
+        delay = (deadline - self.clock()).total_seconds()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with self._lock(game):
+            if self._timers.get(game.id) is asyncio.current_task():
+                del self._timers[game.id]
+            if game.ended or game.current.vote_deadline != deadline:
+                return  # closed, reopened or extended since this timer was set
+            await self._close(game)
+
+    def _schedule(self, game: Game) -> None:
+        self._cancel_timer(game)
+        deadline = game.current.vote_deadline if game.path and not game.ended else None
+        if deadline is not None:
+            self._timers[game.id] = self._spawn(self._close_at(game, deadline))
+
+    def _cancel_timer(self, game: Game) -> None:
+        timer = self._timers.pop(game.id, None)
+        if timer is not None and timer is not asyncio.current_task():
+            timer.cancel()
+
+    # --- ratings and feedback -----------------------------------------------------------------
+    async def rate(self, place: str, player: str, message: str, mark: str, on: bool = True) -> bool:
+        """A rating reaction on one of the game's scene messages: ``star`` is 5 stars, ``up``/``down`` a thumb.
+        A player has one star and one thumb per scene (the latest counts); ``on=False`` takes one back."""
+        if mark not in Marks:
+            raise GameRuleError(f"unknown rating {mark!r}")
+        game = self.games.get(place)
+        scene = self.scene_of(game, message) if game is not None else None
+        if game is None or scene is None:
+            return False
+        async with self._lock(game):
+            kept = []
+            for rating in game.ratings:
+                same = rating.player == player and rating.scene == scene
+                if same and mark == "star" and rating.stars is not None:
+                    continue
+                if same and mark != "star" and rating.thumb is not None and (on or rating.thumb == mark):
+                    continue
+                kept.append(rating)
+            if on:
+                version = game.path[scene].scene.model_version
+                kept.append(Rating(player=player, scene=scene, model_version=version, at=self.clock(),
+                                   stars=5 if mark == "star" else None, thumb=None if mark == "star" else mark))
+            elif len(kept) == len(game.ratings):
+                return False
+            game.ratings = kept
+            await self._save(game)
+        return True
+
+    async def feedback(self, place: str, player: str, text: str) -> Game:
+        """A player's written feedback on the current (or last) scene of the channel's game."""
+        game = self.games.get(place)
+        if game is None or not game.path:
+            raise GameRuleError("there is no scene in this channel to give feedback on")
+        comment = check_player_text(text, self.engine.checks_for(game))
+        if not comment:
+            raise GameRuleError("the feedback is empty")
+        async with self._lock(game):
+            scene = len(game.path) - 1
+            game.ratings.append(Rating(player=player, scene=scene, comment=comment[:1000], at=self.clock(),
+                                       model_version=game.current.scene.model_version))
+            await self._save(game)
+        return game
+
+    async def opt_out(self, player: str, opted_out: bool = True) -> None:
+        await self.store.set_opt_out(player, opted_out)
+
+    # --- showing, saving, restarting ----------------------------------------------------------
+    async def _present(self, game: Game) -> None:
+        """Open the vote on the current scene, save, show it, save where it is shown, and write its branches."""
+        if not game.ended:
+            open_vote(game, (await self._settings_of(game)).vote_rules, self.clock())
+        game.current.message = None
+        await self._save(game)  # saved before it is shown: a crash now re-shows it on resume
+        game.current.message = await self.presenter.show(game)
+        await self._save(game)
+        if not game.ended:
+            self._schedule(game)
+            self._spawn(self._pregenerate(game))
+
+    async def _pregenerate(self, game: Game) -> None:
+        task = self.engine.start_pregeneration(game)
+        await asyncio.wait([task])
+        if task.cancelled() or task.exception() is not None:
+            return
+        async with self._lock(game):
+            if self.games.get(game.place) is game and not game.ended and game.current.branches:
+                await self._save(game)  # the branches are preference data; keep them
+
+    async def _save(self, game: Game) -> None:
+        await self.store.save(game)
+        counts = self.engine.stats.drain()
+        if counts:
+            await self.store.add_output_counts(counts)
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._finished)
+        return task
+
+    def _finished(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("background step of a game failed", exc_info=task.exception())
+
+    async def resume(self, read_votes: VoteReader) -> list[Game]:
+        """After a restart: take back every unfinished game of this frontend, show what was never shown,
+        reconcile open votes with what the players still show, and reschedule each vote from its deadline."""
+        resumed = []
+        for game in await self.store.unfinished():
+            if self.server_of(game.place) is None or not game.path:
+                continue
+            self.games[game.place] = game
+            async with self._lock(game):
+                game.status = GameStatus.WAITING  # a scene being written when it stopped is written again
+                shown = game.current
+                if shown.message is None or shown.vote_deadline is None:
+                    await self._present(game)
+                else:
+                    reactions = await read_votes(game)
+                    if reactions is not None:
+                        self._reconcile(game, reactions)
+                        await self._save(game)
+                    self._schedule(game)
+                    self._spawn(self._pregenerate(game))
+            resumed.append(game)
+        return resumed
+
+    def _reconcile(self, game: Game, reactions: dict[str, set[int]]) -> None:
+        """Stored votes whose reaction is gone are withdrawn; reactions without a stored vote are cast
+        (a player with several counts with their lowest-numbered one)."""
+        shown = game.current
+        for vote in list(shown.votes):
+            if vote.choice not in reactions.get(vote.player, set()):
+                withdraw(game, vote.player)
+        standing = {vote.player for vote in shown.votes}
+        for player, choices in sorted(reactions.items()):
+            valid = sorted(c for c in choices if 0 <= c < len(shown.scene.choices))
+            if player not in standing and valid:
+                cast(game, player, valid[0], self.clock())
+                if player not in game.players:
+                    game.players.append(player)
+
+    async def close(self) -> None:
+        """Stop every timer and background step (the games are saved; a restart resumes them)."""
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        self._timers.clear()
+        await self.engine.close()
