@@ -78,6 +78,7 @@ class CyoaBot(commands.Bot):
         self.sync_commands = sync_commands
         self._resumed = False
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.tree.error(self.on_app_command_error)
 
     async def setup_hook(self) -> None:
         from bot.cogs.adventure import AdventureCog, FeedbackCog
@@ -86,7 +87,6 @@ class CyoaBot(commands.Bot):
 
         for cog in (AdventureCog(self), FeedbackCog(self), ConfigCog(self), ReactionsCog(self)):
             await self.add_cog(cog)
-        self.tree.error(self.on_app_command_error)
         if self.sync_commands:
             await self.tree.sync()
 

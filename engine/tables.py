@@ -153,6 +153,8 @@ class Tables:
         if player != game.owner and not manager:
             raise GameRuleError(f"only the player who started this adventure, or a member with Manage Server, "
                                 f"may {what} it")
+        if what == "undo" and len(game.path) < 2:
+            raise GameRuleError("there is no earlier scene to go back to")
         return game
 
     async def retry(self, place: str, player: str, manager: bool = False) -> Game:

@@ -39,7 +39,9 @@ class ConfigCog(commands.GroupCog, group_name="config", group_description="Adven
     async def interaction_check(self, interaction: Interaction) -> bool:
         # default_permissions only hides the command; a server can grant it wider, so check here too.
         if not interaction.permissions.manage_guild:
-            raise GameRuleError("only members with Manage Server can change the adventure settings")
+            # A check failure (not a CyoaError): discord.py hands only AppCommandErrors from checks to the
+            # tree's error handler.
+            raise app_commands.CheckFailure("only members with Manage Server can change the adventure settings")
         return True
 
     async def _show(self, interaction: Interaction, settings: ServerSettings, note: str = "") -> None:
