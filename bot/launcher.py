@@ -15,6 +15,7 @@ from engine.errors import ConfigError
 from engine.ports import SceneWriter, TableStore
 from engine.queue import BatchingWriter
 from engine.turns import EngineRules, Premise, StoryEngine
+from engine.writers import Writers
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +27,14 @@ NO_TOKEN = (
 )
 
 
-def build_bot(writer: SceneWriter, store: TableStore, premises: Sequence[Premise],
+def build_bot(writer: SceneWriter | Writers, store: TableStore, premises: Sequence[Premise],
               block_list: frozenset[str] = frozenset(), sync_commands: bool = True,
               gather_seconds: float = 0.01) -> CyoaBot:
-    """The bot over a writer and a store: the writer goes behind one batching queue that every game shares
-    (``gather_seconds``: how long the queue waits for other games' requests before a model call)."""
-    engine = StoryEngine(BatchingWriter(writer, gather_seconds=gather_seconds),
-                         EngineRules(checks=CheckRules(block_list=block_list)), premises=premises)
+    """The bot over a writer (or writers by model version, each already behind its queue) and a store. A
+    single writer goes behind one batching queue that every game shares (``gather_seconds``: how long the
+    queue waits for other games' requests before a model call)."""
+    writers = writer if isinstance(writer, Writers) else BatchingWriter(writer, gather_seconds=gather_seconds)
+    engine = StoryEngine(writers, EngineRules(checks=CheckRules(block_list=block_list)), premises=premises)
     return CyoaBot(engine, store, sync_commands=sync_commands)
 
 
@@ -47,15 +49,10 @@ async def run_bot(token: str, bot: CyoaBot) -> None:
         raise ConfigError(f"Discord refused the intents: {exc}") from exc
 
 
-async def serve(token: str, writer: SceneWriter, store: TableStore, premises: Sequence[Premise],
-                block_list: frozenset[str]) -> None:
-    bot = build_bot(writer, store, premises, block_list)
-    try:
-        await run_bot(token, bot)
-    finally:
-        queue = bot.tables.engine.writer
-        if isinstance(queue, BatchingWriter):
-            await queue.close()
+async def close_writers(writers: Writers) -> None:
+    for writer in writers.all():
+        if isinstance(writer, BatchingWriter):
+            await writer.close()
 
 
 def main() -> None:
@@ -63,6 +60,7 @@ def main() -> None:
     from cyoa.play import bundled_premises
     from cyoa.settings import Settings
     from data.store import SQLiteGameStore
+    from models.reload import ChampionWatcher
     from models.writer import ModelWriter  # torch and MLflow take seconds to import: only when running
 
     settings = Settings()
@@ -70,11 +68,26 @@ def main() -> None:
         raise ConfigError(NO_TOKEN)
     token = settings.discord_token.get_secret_value().strip()
 
+    async def load(version: str) -> SceneWriter:
+        return BatchingWriter(await ModelWriter.load(settings.tracking, f"models:/{version}"))
+
     async def session() -> None:
         async with SQLiteGameStore(settings.home / "cyoa.db") as store:
-            writer = await ModelWriter.load(settings.tracking, settings.model_uri("champion"))
-            log.info("storyteller %s loaded", writer.model_version)
+            champion = BatchingWriter(await ModelWriter.load(settings.tracking, settings.model_uri("champion")))
+            writers = Writers(champion, loader=load, challenger_share=settings.challenger_share)
+            watcher = ChampionWatcher(writers, settings.tracking, settings.model_name, settings.reload_seconds,
+                                      wrap=BatchingWriter)
+            await watcher.check()  # the challenger, if games are to be shared with it
+            log.info("storyteller %s in service (challenger: %s, %.0f%% of new games)", writers.champion,
+                     writers.challenger or "none", 100 * settings.challenger_share)
             premises = await asyncio.to_thread(bundled_premises)
-            await serve(token, writer, store, premises, settings.blocked_words)
+            bot = build_bot(writers, store, premises, settings.blocked_words)
+            polling = asyncio.get_running_loop().create_task(watcher.run())
+            try:
+                await run_bot(token, bot)
+            finally:
+                polling.cancel()
+                await close_writers(writers)
 
     asyncio.run(session())
+

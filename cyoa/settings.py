@@ -29,6 +29,9 @@ class Settings(BaseSettings):
     model_name: str = Field(default="cyoa-storyteller", description="registered model name in the MLflow registry")
     block_list: str = Field(default="", description="comma-separated words no scene or player text may contain")
     log_level: str = Field(default="INFO", description="DEBUG, INFO, WARNING or ERROR")
+    challenger_share: float = Field(default=0.0, ge=0.0, le=1.0,
+                                    description="share of new games the @challenger writes (0: off)")
+    reload_seconds: float = Field(default=60.0, gt=0, description="how often the bot looks for a new champion")
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN",
                                             description="the bot's token from the Discord developer portal")
 

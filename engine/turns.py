@@ -21,6 +21,7 @@ from engine.genres import GENRE_IDS
 from engine.ports import SceneWriter, WriteRequest
 from engine.prompt_format import StoryContext, Turn
 from engine.story import EndingKind
+from engine.writers import Writers
 
 
 @dataclass(frozen=True)
@@ -61,14 +62,20 @@ def rolling_summary(turns: Sequence[Turn], max_words: int) -> str:
 
 
 class StoryEngine:
-    def __init__(self, writer: SceneWriter, rules: EngineRules | None = None, premises: Sequence[Premise] = (),
-                 stats: OutputStats | None = None, seed: int | None = None) -> None:
-        self.writer = writer
+    def __init__(self, writer: SceneWriter | Writers, rules: EngineRules | None = None,
+                 premises: Sequence[Premise] = (), stats: OutputStats | None = None, seed: int | None = None) -> None:
+        # One writer, or several by model version (champion, challenger, older ones for running games).
+        self.writers = writer if isinstance(writer, Writers) else Writers(writer)
         self.rules = rules or EngineRules()
         self.premises = list(premises)
         self.stats = stats or OutputStats()
         self.random = random.Random(seed)
         self._pregeneration: dict[str, asyncio.Task[dict[int, Written]]] = {}
+
+    @property
+    def writer(self) -> SceneWriter:
+        """The champion's writer: the one new games get unless the challenger is drawn."""
+        return self.writers.by_version[self.writers.champion]
 
     # --- contexts -----------------------------------------------------------------------------
     def context(self, game: Game, upto: int, action: str | None) -> StoryContext:
@@ -91,12 +98,13 @@ class StoryEngine:
         again batched) up to ``max_attempts`` times, then replaced by a clearly marked repair."""
         earlier = [shown.scene.narration for shown in game.path]
         checks = self.checks_for(game)
+        writer = await self.writers.for_version(game.model_version)
         results: list[Written | None] = [None] * len(requests)
         todo = list(range(len(requests)))
         for attempt in range(1, self.rules.max_attempts + 1):
             if not todo:
                 break
-            answers = await self.writer.write([requests[i] for i in todo])
+            answers = await writer.write([requests[i] for i in todo])
             failed = []
             for index, answer in zip(todo, answers, strict=True):
                 try:
@@ -111,8 +119,8 @@ class StoryEngine:
                                          model_version=answer.model_version, attempts=attempt)
             todo = failed
         for index in todo:
-            self.stats.repairs[self.writer.model_version] += 1
-            results[index] = self._repair(game, requests[index])
+            self.stats.repairs[writer.model_version] += 1
+            results[index] = self._repair(requests[index], game.genre, writer.model_version)
         return [written for written in results if written is not None]
 
     def checks_for(self, game: Game) -> CheckRules:
@@ -122,15 +130,15 @@ class StoryEngine:
         return replace(self.rules.checks, block_list=self.rules.checks.block_list | frozenset(
             word.casefold() for word in game.block_words))
 
-    def _repair(self, game: Game, request: WriteRequest) -> Written:
+    def _repair(self, request: WriteRequest, genre_id: str, version: str) -> Written:
         action = request.context.path[-1].action if request.context.path else None
-        genre = game.genre.replace("_", " ")
+        genre = genre_id.replace("_", " ")
         lead = f"You {action[:1].lower()}{action[1:]}." if action else f"Your {genre} story begins."
         narration = f"{REPAIR_MARK} {lead} For a moment nothing is certain, and the world waits for your next step."
         if request.must_end:  # a repaired ending only where the story must end now
-            return Written(narration=narration, ending=EndingKind.NEUTRAL, model_version=self.writer.model_version,
+            return Written(narration=narration, ending=EndingKind.NEUTRAL, model_version=version,
                            repaired=True, attempts=self.rules.max_attempts)
-        return Written(narration=narration, choices=REPAIR_CHOICES, model_version=self.writer.model_version,
+        return Written(narration=narration, choices=REPAIR_CHOICES, model_version=version,
                        repaired=True, attempts=self.rules.max_attempts)
 
     def request(self, game: Game, scene_number: int, action: str | None) -> WriteRequest:
@@ -163,7 +171,7 @@ class StoryEngine:
             drawn = self.random.choice(pool)
             genre, premise, lore = drawn.genre, drawn.premise, drawn.lore
         game = Game(id=uuid.uuid4().hex[:12], place=place, players=list(players), genre=genre or "fantasy",
-                    premise=premise, lore=list(lore), model_version=self.writer.model_version,
+                    premise=premise, lore=list(lore), model_version=self.writers.for_new_game().model_version,
                     max_scenes=self.rules.max_scenes, owner=owner, block_words=list(block_words))
         [opening] = await self.write_checked(game, [self.request(game, 0, None)])
         self._show(game, opening)
