@@ -58,7 +58,7 @@ async def test_the_window_closes_the_vote_and_the_top_choice_is_shown_at_once(
     await server.env.advance_time(59)
     assert len(server.scenes()) == 1  # still open
     await server.env.advance_time(2)
-    first, second = server.scenes()
+    _, second = server.scenes()
     branch = game.path[0].branches[1]
     assert second.embeds[0].description == branch.narration  # the pre-generated branch, shown as it was
     saved = await stored(store, game)
