@@ -11,7 +11,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 import discord
 from discord import app_commands
@@ -33,6 +33,12 @@ INTENTS.guild_reactions = True
 
 def channel_of(place: str) -> int:
     return int(place.rsplit(":", 1)[1])
+
+
+class Watcher(Protocol):
+    """Something the bot runs in the background for its whole life (``models.reload.ChampionWatcher``)."""
+
+    async def run(self) -> None: ...
 
 
 class DiscordPresenter:
@@ -71,11 +77,13 @@ class DiscordPresenter:
 
 
 class CyoaBot(commands.Bot):
-    def __init__(self, engine: StoryEngine, store: TableStore, sync_commands: bool = True) -> None:
+    def __init__(self, engine: StoryEngine, store: TableStore, sync_commands: bool = True,
+                 watcher: Watcher | None = None) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=INTENTS,
                          allowed_mentions=discord.AllowedMentions.none())
         self.tables = Tables(engine, store, DiscordPresenter(self), clock=discord.utils.utcnow)
         self.sync_commands = sync_commands
+        self.watcher = watcher
         self._resumed = False
         self._tasks: set[asyncio.Task[Any]] = set()
         self.tree.error(self.on_app_command_error)
@@ -89,6 +97,8 @@ class CyoaBot(commands.Bot):
             await self.add_cog(cog)
         if self.sync_commands:
             await self.tree.sync()
+        if self.watcher is not None:
+            self.spawn(self.watcher.run())  # hot reload: new champions reach new games without a restart
 
     async def on_ready(self) -> None:
         if self._resumed:

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 import discord
 
-from bot.client import CyoaBot
+from bot.client import CyoaBot, Watcher
 from engine.checks import CheckRules
 from engine.errors import ConfigError
 from engine.ports import SceneWriter, TableStore
@@ -29,13 +29,13 @@ NO_TOKEN = (
 
 def build_bot(writer: SceneWriter | Writers, store: TableStore, premises: Sequence[Premise],
               block_list: frozenset[str] = frozenset(), sync_commands: bool = True,
-              gather_seconds: float = 0.01) -> CyoaBot:
+              gather_seconds: float = 0.01, watcher: Watcher | None = None) -> CyoaBot:
     """The bot over a writer (or writers by model version, each already behind its queue) and a store. A
     single writer goes behind one batching queue that every game shares (``gather_seconds``: how long the
     queue waits for other games' requests before a model call)."""
     writers = writer if isinstance(writer, Writers) else BatchingWriter(writer, gather_seconds=gather_seconds)
     engine = StoryEngine(writers, EngineRules(checks=CheckRules(block_list=block_list)), premises=premises)
-    return CyoaBot(engine, store, sync_commands=sync_commands)
+    return CyoaBot(engine, store, sync_commands=sync_commands, watcher=watcher)
 
 
 async def run_bot(token: str, bot: CyoaBot) -> None:
@@ -81,12 +81,10 @@ def main() -> None:
             log.info("storyteller %s in service (challenger: %s, %.0f%% of new games)", writers.champion,
                      writers.challenger or "none", 100 * settings.challenger_share)
             premises = await asyncio.to_thread(bundled_premises)
-            bot = build_bot(writers, store, premises, settings.blocked_words)
-            polling = asyncio.get_running_loop().create_task(watcher.run())
+            bot = build_bot(writers, store, premises, settings.blocked_words, watcher=watcher)
             try:
                 await run_bot(token, bot)
             finally:
-                polling.cancel()
                 await close_writers(writers)
 
     asyncio.run(session())
