@@ -54,6 +54,7 @@ class Tables:
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._starting: set[str] = set()
+        self._closed = False  # after close: no new timer or background step (a closing vote may still finish)
 
     # --- places and settings ------------------------------------------------------------------
     def place(self, server: str, channel: str) -> str:
@@ -262,6 +263,8 @@ class Tables:
 
     def _schedule(self, game: Game) -> None:
         self._cancel_timer(game)
+        if self._closed:
+            return
         deadline = game.current.vote_deadline if game.path and not game.ended else None
         if deadline is not None:
             self._timers[game.id] = self._spawn(self._close_at(game, deadline))
@@ -327,7 +330,7 @@ class Tables:
         await self._save(game)  # saved before it is shown: a crash now re-shows it on resume
         game.current.message = await self.presenter.show(game)
         await self._save(game)
-        if not game.ended:
+        if not game.ended and not self._closed:
             self._schedule(game)
             self._spawn(self._pregenerate(game))
 
@@ -362,8 +365,8 @@ class Tables:
         reconcile open votes with what the players still show, and reschedule each vote from its deadline."""
         resumed = []
         for game in await self.store.unfinished():
-            if self.server_of(game.place) is None or not game.path:
-                continue
+            if self.server_of(game.place) is None or not game.path or game.place in self.games:
+                continue  # not ours, or already live (a command came in before the resume)
             self.games[game.place] = game
             async with self._lock(game):
                 game.status = GameStatus.WAITING  # a scene being written when it stopped is written again
@@ -376,7 +379,8 @@ class Tables:
                         self._reconcile(game, reactions)
                         await self._save(game)
                     self._schedule(game)
-                    self._spawn(self._pregenerate(game))
+                    if not self._closed:
+                        self._spawn(self._pregenerate(game))
             resumed.append(game)
         return resumed
 
@@ -397,6 +401,7 @@ class Tables:
 
     async def close(self) -> None:
         """Stop every timer and background step (the games are saved; a restart resumes them)."""
+        self._closed = True
         for task in list(self._tasks):
             task.cancel()
         if self._tasks:
