@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -21,11 +22,13 @@ from engine.checks import CheckRules
 from engine.errors import CyoaError
 from engine.game import Game, GameStatus, Rating
 from engine.genres import GENRE_IDS, GENRES
+from engine.ports import SceneWriter
 from engine.turns import EngineRules, Premise, StoryEngine
+from engine.writers import Writers
 
 PLACE = "terminal"
 HELP = ("[bold]1-4[/] choose · [bold]r[/] retry · [bold]u[/] undo · [bold]*1-*5[/] (or [bold]4 stars[/]) rate "
-        "this scene · [bold]q[/] quit")
+        "this scene · [bold]n[/] new game · [bold]q[/] quit")
 RATING = re.compile(r"[*s](\d)|(\d) ?stars?")
 
 console = Console()
@@ -82,7 +85,8 @@ async def persist(engine: StoryEngine, store: SQLiteGameStore, game: Game) -> No
     await store.add_output_counts(engine.stats.drain())
 
 
-async def play_loop(engine: StoryEngine, store: SQLiteGameStore, game: Game) -> None:
+async def play_loop(engine: StoryEngine, store: SQLiteGameStore, game: Game,
+                    new_game: Callable[[], Awaitable[Game]]) -> None:
     await persist(engine, store, game)
     while True:
         show(game)
@@ -95,7 +99,11 @@ async def play_loop(engine: StoryEngine, store: SQLiteGameStore, game: Game) -> 
             console.print(f"saved; `cyoa play --game {game.id}` (or just `cyoa play`) continues it")
             return
         try:
-            await apply(engine, game, answer)
+            if answer.lower() in {"n", "new"}:
+                await persist(engine, store, game)
+                game = await new_game()
+            else:
+                await apply(engine, game, answer)
         except CyoaError as exc:
             console.print(f"[red]{exc}[/]")
         await persist(engine, store, game)
@@ -143,6 +151,7 @@ def play(
     listing: Annotated[bool, typer.Option("--list", help="Show saved games and exit.")] = False,
 ) -> None:
     """Play in the terminal: read each scene, choose by number, retry, undo, rate; games are saved."""
+    from models.reload import ChampionWatcher
     from models.writer import ModelWriter  # imported here: torch and MLflow take seconds to import
 
     settings = Settings()
@@ -151,19 +160,36 @@ def play(
         list_games(store_path)
         return
 
+    async def load(version: str) -> SceneWriter:
+        with console.status(f"loading the storyteller ({version})…"):
+            return await ModelWriter.load(settings.tracking, f"models:/{version}")
+
     async def session() -> None:
         async with SQLiteGameStore(store_path) as store:
             chosen = await store.load(game) if game else None
-            uri = model or (f"models:/{chosen.model_version}" if chosen else settings.model_uri("champion"))
+            uri = model or settings.model_uri("champion")
             with console.status(f"loading the storyteller ({uri})…"):
                 writer = await ModelWriter.load(settings.tracking, uri)
+            # A resumed game keeps the version that began it (loaded on demand); new games get the champion,
+            # which the watcher follows while you play (unless --model fixed the model).
+            writers = Writers(writer, loader=load)
+            watcher = None if model else ChampionWatcher(writers, settings.tracking, settings.model_name,
+                                                         settings.reload_seconds, follow_challenger=False)
             rules = EngineRules(checks=CheckRules(block_list=settings.blocked_words))
             # Reading and validating 64 story files is file I/O: off the event loop.
-            engine = StoryEngine(writer, rules, premises=await asyncio.to_thread(bundled_premises))
-            current = chosen or await pick_game(store, engine, genre, premise, new)
-            if current.model_version != writer.model_version:  # a resumed game keeps the model that began it
-                writer = await ModelWriter.load(settings.tracking, f"models:/{current.model_version}")
-                engine = StoryEngine(writer, rules, premises=engine.premises)
-            await play_loop(engine, store, current)
+            engine = StoryEngine(writers, rules, premises=await asyncio.to_thread(bundled_premises))
+
+            async def new_game() -> Game:
+                if watcher is not None:
+                    await watcher.check()  # the newest champion writes the new game
+                return await pick_game(store, engine, None, None, True)
+
+            polling = asyncio.get_running_loop().create_task(watcher.run()) if watcher is not None else None
+            try:
+                current = chosen or await pick_game(store, engine, genre, premise, new)
+                await play_loop(engine, store, current, new_game)
+            finally:
+                if polling is not None:
+                    polling.cancel()
 
     asyncio.run(session())

@@ -36,6 +36,7 @@ class ChampionWatcher:
     wrap: Callable[[SceneWriter], SceneWriter] = lambda writer: writer  # e.g. a BatchingWriter per version
     failed: dict[str, str] = field(default_factory=dict)  # versions that would not load, and why
     on_change: Callable[[str, str], None] | None = None  # (alias, version), e.g. to tell the operator
+    follow_challenger: bool = True  # False where new games never go to the challenger (the terminal)
 
     async def _alias(self, alias: str) -> str | None:
         found = await asyncio.to_thread(version_by_alias, self.target, self.model_name, alias)
@@ -64,7 +65,7 @@ class ChampionWatcher:
             if writer is not None:
                 self.writers.set_champion(writer)
                 changes.append(f"champion: {champion}")
-        challenger = await self._alias("challenger")
+        challenger = await self._alias("challenger") if self.follow_challenger else None
         if challenger == self.writers.champion:
             challenger = None
         if challenger != self.writers.challenger:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import sqlite3
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from cyoa import play as play_module
 from cyoa.cli import app
+from cyoa.settings import Settings
+from models.registry import set_alias
 
 runner = CliRunner()
 
 
-def test_a_scripted_session_and_its_resume(few_stories: Path) -> None:
+def test_a_scripted_session_its_resume_and_a_new_champion(few_stories: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     assert runner.invoke(app, ["bootstrap", "--preset", "tiny"]).exit_code == 0
 
     first = runner.invoke(app, ["play"], input="mecha\n\n1\n1\n1\nr\nu\n*4\n2 stars\n9\nq\n")
@@ -37,3 +43,23 @@ def test_a_scripted_session_and_its_resume(few_stories: Path) -> None:
     assert resumed.exit_code == 0
     assert f"resuming game {game_id}" in resumed.stdout
     assert re.findall(r"mecha · scene (\d+)", resumed.stdout)[0] == "3"
+
+
+    # A new game in a running session gets the champion of the moment, and the old game keeps its version.
+    assert runner.invoke(app, ["train", "--preset", "tiny", "--max-epochs", "1"]).exit_code == 0  # version 2
+    settings = Settings()
+    script = ["1", "PROMOTE", "n", "idol", "", "q"]
+
+    async def scripted(prompt: str) -> str | None:
+        answer = script.pop(0)
+        if answer == "PROMOTE":  # someone promotes version 2 while this session runs
+            await asyncio.to_thread(set_alias, settings.tracking, settings.model_name, "champion", "2")
+            answer = script.pop(0)
+        return answer
+
+    monkeypatch.setattr(play_module, "ask", scripted)
+    result = runner.invoke(app, ["play"])
+    assert result.exit_code == 0, result.output
+    versions = dict(db.execute("SELECT genre, model_version FROM games"))
+    assert versions == {"mecha": "cyoa-storyteller/1", "idol": "cyoa-storyteller/2"}
+    assert db.execute("SELECT scenes FROM games WHERE genre = 'mecha'").fetchone()[0] == 4  # played on with v1
