@@ -13,7 +13,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from typer.core import TyperGroup
 
-from cyoa import __version__, model_cli
+from cyoa import __version__, feedback_cli, model_cli, report_cli
 from cyoa import play as play_cli
 from cyoa.settings import Settings
 from data.build import SPLITS, BuildOptions
@@ -42,11 +42,13 @@ app = typer.Typer(cls=CyoaGroup, no_args_is_help=True, pretty_exceptions_enable=
                   help="Anime choose-your-own-adventure stories: dataset, model and Discord bot.")
 data_app = typer.Typer(cls=CyoaGroup, no_args_is_help=True, help="Validate and build the story dataset.")
 app.add_typer(data_app, name="data")
+app.add_typer(feedback_cli.app, name="feedback")
 app.command()(model_cli.train)
 app.command()(model_cli.evaluate)
 app.command()(model_cli.promote)
 app.command()(model_cli.bootstrap)
 app.command()(play_cli.play)
+app.command()(report_cli.report)
 
 
 @app.command("bot")

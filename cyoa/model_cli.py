@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
@@ -19,6 +20,10 @@ from data.build import BuildOptions
 from data.steps import Step, read_steps, steps_to_jsonl
 from data.versioning import DatasetVersion
 from engine.errors import DatasetError, InvalidDataError, ModelNotFoundError
+
+if TYPE_CHECKING:  # imported where used: MLflow takes seconds to import
+    from models.promotion_job import LiveCheck
+    from models.storyteller import Storyteller
 
 out = Console()
 err = Console(stderr=True)
@@ -66,6 +71,15 @@ def default_model(settings: Settings) -> str:
     return settings.model_uri(CHAMPION)  # loading it gives the error that says what to run
 
 
+def champion_to_fine_tune(settings: Settings) -> Storyteller | None:
+    """The champion's storyteller (weights and tokenizer), or ``None`` when there is no champion yet."""
+    from models.registry import CHAMPION, load_storyteller, version_by_alias
+
+    if version_by_alias(settings.tracking, settings.model_name, CHAMPION) is None:
+        return None
+    return load_storyteller(settings.tracking, settings.model_uri(CHAMPION))
+
+
 @contextmanager
 def training_progress(quiet: bool) -> Iterator[Any]:
     columns = (TextColumn("[bold]training"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
@@ -91,7 +105,8 @@ def metrics_table(title: str, columns: dict[str, dict[str, float]]) -> Table:
 
 # --- commands -----------------------------------------------------------------------------------
 def train(
-    preset_name: Annotated[str, typer.Option("--preset", help="tiny, small (starter) or base.")] = "small",
+    preset_name: Annotated[str | None, typer.Option("--preset", help="tiny, small (starter) or base. Default: small, "
+                                                    "or the champion's own when fine-tuning it.")] = None,
     base_model: Annotated[Path | None, typer.Option(help="Fine-tune this local Hugging Face checkpoint folder "
                                                     "(GPT-2 family, or T5/BART via the seq2seq path).")] = None,
     dataset: Annotated[str, typer.Option(help="A dataset digest (or prefix) or 'latest'.")] = "latest",
@@ -102,11 +117,18 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue the newest unfinished run from its last "
                                          "checkpoint.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
+    from_scratch: Annotated[bool, typer.Option("--from-scratch", help="Train a new model even when a champion "
+                                               "exists (by default the champion is fine-tuned).")] = False,
+    preference_steps: Annotated[int, typer.Option(help="After training, this many DPO steps on the dataset's "
+                                                  "preference pairs (a `cyoa feedback export` version).")] = 0,
 ) -> None:
-    """Train a storyteller, log it to MLflow and register it as the new `challenger`."""
+    """Train a storyteller, log it to MLflow and register it as the new `challenger`.
+
+    With a `champion` in the registry (and no --base-model, --resume or --from-scratch) its weights and
+    tokenizer are fine-tuned on the dataset; otherwise a new model is trained."""
     from engine.errors import TrainingError
     from models.config import preset
-    from models.train_job import train_model
+    from models.train_job import fine_tune_config, train_model
     from models.training import unfinished_runs
 
     settings = Settings()
@@ -116,13 +138,29 @@ def train(
         if not runs:
             raise TrainingError(f"nothing to resume: no unfinished run under {settings.checkpoints_dir}")
         resume_from = runs[0]
-    config = preset(preset_name, max_epochs=max_epochs, batch_size=batch_size, learning_rate=learning_rate,
-                    base_model=str(base_model) if base_model else None, max_minutes=max_minutes)
+    if preference_steps < 0:
+        raise typer.BadParameter("needs 0 or more", param_hint="--preference-steps")
+    if from_scratch and base_model is not None:
+        raise typer.BadParameter("--from-scratch trains a new model; --base-model fine-tunes one: give one of them",
+                                 param_hint="--from-scratch")
     version = dataset_version(settings, dataset)
+    parent = None if resume or base_model is not None or from_scratch else champion_to_fine_tune(settings)
+    if parent is not None:
+        config = fine_tune_config(parent, preset_name, max_epochs=max_epochs, batch_size=batch_size,
+                                  learning_rate=learning_rate, max_minutes=max_minutes)
+        err.print(f"fine-tuning the champion {parent.version} (`--from-scratch` trains a new model)")
+    else:
+        config = preset(preset_name or "small", max_epochs=max_epochs, batch_size=batch_size,
+                        learning_rate=learning_rate, base_model=str(base_model) if base_model else None,
+                        max_minutes=max_minutes)
     with training_progress(as_json) as on_progress:
         outcome = train_model(config, version, settings.tracking, settings.checkpoints_dir, settings.model_name,
-                              resume_from=resume_from, on_progress=on_progress, max_minutes=max_minutes)
+                              resume_from=resume_from, on_progress=on_progress, max_minutes=max_minutes,
+                              parent=parent, preference=preference_steps)
     result = {"model": f"{outcome.registered.name}/{outcome.registered.version}", "alias": "challenger",
+              "parent_model": parent.version if parent is not None else None,
+              "parent_val_loss": round(outcome.parent_val_loss, 4) if outcome.parent_val_loss is not None else None,
+              "preference": dataclasses.asdict(outcome.preference) if outcome.preference is not None else None,
               "run_id": outcome.registered.run_id, "dataset": version.digest, "preset": config.preset,
               "parameters": outcome.parameters, "steps": outcome.state.step, "best_step": outcome.state.best_step,
               "best_val_loss": round(outcome.state.best_val_loss, 4), "stop_reason": outcome.state.stop_reason,
@@ -133,6 +171,14 @@ def train(
     out.print(f"registered [bold]{result['model']}[/] as challenger (run {result['run_id']}): best validation loss "
               f"{result['best_val_loss']} at step {result['best_step']}, stopped by {result['stop_reason']} after "
               f"{result['seconds']} s ({result['tokens_per_second']} tokens/s)")
+    if outcome.parent_val_loss is not None:
+        change = "better than" if outcome.state.best_val_loss < outcome.parent_val_loss else "not better than"
+        out.print(f"fine-tuned from {result['parent_model']}: validation loss {result['best_val_loss']}, {change} its "
+                  f"{result['parent_val_loss']} (`cyoa promote` decides whether it replaces the champion)")
+    if outcome.preference is not None:
+        dpo = outcome.preference
+        out.print(f"then {dpo.steps} DPO steps: loss {dpo.first_loss:.3f} -> {dpo.last_loss:.3f}; the preferred answer "
+                  f"is the likelier one in {dpo.accuracy_before:.0%} -> {dpo.accuracy_after:.0%} of the pairs")
 
 
 def evaluate(
@@ -173,15 +219,24 @@ def promote(
     data: Annotated[Path | None, typer.Option(help="Step file to compare on (default: test split).")] = None,
     samples: Annotated[int, typer.Option(help="Generated samples per model.")] = 64,
     as_json: Annotated[bool, typer.Option("--json", help="Print the decision as JSON on stdout.")] = False,
+    live: Annotated[bool, typer.Option("--live", help="Also gate on live figures from the game store: enough "
+                                       "games, a mean rating and thumbs-up share not worse than the champion's.")
+                    ] = False,
+    min_games: Annotated[int, typer.Option(help="With --live: live games the challenger needs.")] = 5,
+    rating_tolerance: Annotated[float, typer.Option(help="With --live: how many stars below the champion's mean "
+                                                    "rating the challenger's may be.")] = 0.25,
+    thumbs_tolerance: Annotated[float, typer.Option(help="With --live: how far below the champion's thumbs-up "
+                                                    "share the challenger's may be.")] = 0.05,
 ) -> None:
     """Move `champion` to the `challenger` version if it passes the gate against the current champion."""
     from models.evaluation import EvalOptions, MiniLM
     from models.promotion_job import promote as run_promotion
 
     settings = Settings()
+    checked_live = live_check(settings, min_games, rating_tolerance, thumbs_tolerance) if live else None
     steps, label, digest = evaluation_data(settings, data)
     decision = run_promotion(settings.tracking, settings.model_name, steps, label, digest, EvalOptions(samples=samples),
-                             MiniLM(), force=force, on_stage=lambda stage: err.print(stage))
+                             MiniLM(), force=force, on_stage=lambda stage: err.print(stage), live=checked_live)
     if as_json:
         print(json.dumps(decision.as_dict(), indent=2))
     else:
@@ -190,11 +245,26 @@ def promote(
             rows[f"champion {decision.champion}"] = decision.champion_metrics
         if decision.challenger_metrics:
             out.print(metrics_table("promotion gate", rows))
+        if decision.live is not None:
+            labels = {"challenger": decision.challenger, "champion": decision.champion}
+            used = {f"{role} {labels[role]}": figures for role, figures in decision.live.items() if figures is not None}
+            out.print(metrics_table("live figures", used))
         verdict = "promoted" if decision.promoted else "not promoted"
         forced = " (forced)" if decision.forced else ""
         out.print(f"{decision.challenger}: {verdict}{forced}: {'; '.join(decision.gate.reasons)}")
     if not decision.promoted and not decision.gate.reasons[0].endswith("already the champion"):
         raise typer.Exit(1)
+
+
+def live_check(settings: Settings, min_games: int, rating_tolerance: float, thumbs_tolerance: float) -> LiveCheck:
+    """``promote --live``: the live figures from the game store, and the live gate's rules."""
+    from cyoa.report_cli import read_live_report, store_path
+    from models.promotion import LiveRules
+    from models.promotion_job import LiveCheck
+
+    if min_games < 1:
+        raise typer.BadParameter("needs at least 1 game", param_hint="--min-games")
+    return LiveCheck(read_live_report(store_path(settings)), LiveRules(min_games, rating_tolerance, thumbs_tolerance))
 
 
 def bootstrap(

@@ -32,7 +32,11 @@ DIGEST_TAG = "cyoa.dataset_digest"
 
 
 def _frame(build: DatasetBuild, split: str | None) -> pd.DataFrame:
-    splits = SPLITS if split is None else (split,)
+    return steps_frame(build.splits, SPLITS if split is None else (split,))
+
+
+def steps_frame(splits: dict[str, list[Step]], names: tuple[str, ...] = SPLITS) -> pd.DataFrame:
+    """The steps of the named splits as one table (what an MLflow dataset input shows)."""
     rows = [
         {
             "split": name,
@@ -45,14 +49,14 @@ def _frame(build: DatasetBuild, split: str | None) -> pd.DataFrame:
             "next_scene": step.next_scene,
             "next_choices": json.dumps(step.next_choices, ensure_ascii=False),
         }
-        for name in splits
-        for step in build.splits[name]
+        for name in names
+        for step in splits[name]
     ]
     return pd.DataFrame(rows, columns=["split", "id", "genre", "premise", "history", "scene", "action",
                                        "next_scene", "next_choices"])
 
 
-def _dataset(frame: pd.DataFrame, path: Path, name: str, digest: str) -> PandasDataset:
+def pandas_dataset(frame: pd.DataFrame, path: Path, name: str, digest: str) -> PandasDataset:
     with warnings.catch_warnings():
         # MLflow registers the local-file source twice and warns that the path is ambiguous; it is not.
         warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
@@ -76,10 +80,11 @@ def log_build(
                 for path in source.files:
                     mlflow.log_artifact(str(path), artifact_path=f"original/{source.name}")
             mlflow.log_artifacts(str(written), artifact_path="processed")
-            mlflow.log_input(_dataset(_frame(build, None), written, "cyoa-stories", build.digest), context="dataset")
+            mlflow.log_input(pandas_dataset(_frame(build, None), written, "cyoa-stories", build.digest),
+                             context="dataset")
             for split in SPLITS:
-                dataset = _dataset(_frame(build, split), written / f"{split}.jsonl", f"cyoa-stories-{split}",
-                                   build.split_digest(split))
+                dataset = pandas_dataset(_frame(build, split), written / f"{split}.jsonl", f"cyoa-stories-{split}",
+                                         build.split_digest(split))
                 mlflow.log_input(dataset, context=split)
             return str(run.info.run_id)
     except MlflowException as exc:

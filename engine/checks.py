@@ -19,15 +19,17 @@ class CheckRules:
     block_list: frozenset[str] = frozenset()
 
 
-def _shingles(text: str) -> set[tuple[str, ...]]:
+def shingles(text: str) -> set[tuple[str, ...]]:
+    """The word 3-grams of ``text`` (case-folded): what ``overlap`` compares, and what the feedback export
+    indexes to find near-duplicates among thousands of scenes."""
     words = re.findall(r"\w+", text.casefold())
     return {tuple(words[i:i + 3]) for i in range(len(words) - 2)}
 
 
 def overlap(a: str, b: str) -> float:
     """Share of ``a``'s word 3-grams that also occur in ``b``."""
-    mine = _shingles(a)
-    return len(mine & _shingles(b)) / len(mine) if mine else 0.0
+    mine = shingles(a)
+    return len(mine & shingles(b)) / len(mine) if mine else 0.0
 
 
 def blocked_words(text: str, block_list: Iterable[str]) -> list[str]:

@@ -3,6 +3,9 @@
 The gate, on the same data with the same seed: the challenger's parse rate is not lower than the champion's,
 and its perplexity is at most 5 % worse. With no champion yet, the challenger passes. ``--force`` promotes
 anyway and records that on the version (tag ``cyoa.forced_promotion``).
+
+With ``--live`` the challenger must also have been played (``live_gate``): at least ``min_games`` games
+written by it, and a mean rating and thumbs-up share not worse than the champion's beyond a tolerance.
 """
 
 from __future__ import annotations
@@ -10,6 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PERPLEXITY_TOLERANCE = 0.05
+MIN_LIVE_GAMES = 5
+RATING_TOLERANCE = 0.25  # stars (1-5): what a few players' moods move a small sample's mean by
+THUMBS_TOLERANCE = 0.05  # share of thumbs that are up
 
 
 @dataclass(frozen=True)
@@ -37,6 +43,51 @@ def gate(challenger: dict[str, float], champion: dict[str, float] | None,
                        f"{challenger['perplexity']:.2f} <= {limit:.2f}"])
 
 
+@dataclass(frozen=True)
+class LiveRules:
+    min_games: int = MIN_LIVE_GAMES
+    rating_tolerance: float = RATING_TOLERANCE
+    thumbs_tolerance: float = THUMBS_TOLERANCE
+
+
+def _not_worse(name: str, what: str, unit: str, challenger: dict[str, float], champion: dict[str, float],
+               tolerance: float) -> tuple[bool, str]:
+    """Is the challenger's ``name`` at least the champion's minus ``tolerance``? With the reason either way."""
+    if name not in champion:
+        return True, f"no champion {what} to compare with"
+    if name not in challenger:
+        return False, f"the challenger has no {what} yet (the champion's is {champion[name]:.2f})"
+    limit = champion[name] - tolerance
+    if challenger[name] < limit:
+        return False, (f"{what} {challenger[name]:.2f} is more than {tolerance:g}{unit} below the champion's "
+                       f"{champion[name]:.2f} (limit {limit:.2f})")
+    return True, f"{what} {challenger[name]:.2f} >= {limit:.2f}"
+
+
+def live_gate(challenger_label: str, challenger: dict[str, float], champion: dict[str, float] | None,
+              rules: LiveRules) -> Gate:
+    """The live part of the gate, on the versions' total live figures (``VersionFigures.metrics()``)."""
+    games = int(challenger.get("games", 0))
+    if games < rules.min_games:
+        return Gate(False, [f"live: not enough live games: {challenger_label} wrote {games}, the live gate needs "
+                            f"at least {rules.min_games}; play it (`cyoa play --new --model "
+                            f"models:/{challenger_label}`) or promote without --live"])
+    if champion is None:
+        return Gate(True, [f"live: {games} games >= {rules.min_games}; no champion to compare with"])
+    checks = [_not_worse("mean_rating", "mean rating", " stars", challenger, champion, rules.rating_tolerance),
+              _not_worse("thumbs_ratio", "thumbs-up share", "", challenger, champion, rules.thumbs_tolerance)]
+    failed = [reason for ok, reason in checks if not ok]
+    if failed:
+        return Gate(False, [f"live: {reason}" for reason in failed])
+    return Gate(True, [f"live: {games} games >= {rules.min_games}; " + "; ".join(reason for _, reason in checks)])
+
+
+def combine(*gates: Gate) -> Gate:
+    """All gates must pass; the reasons of the failed ones, or else of all."""
+    failed = [part for part in gates if not part.passed]
+    return Gate(not failed, [reason for part in (failed or gates) for reason in part.reasons])
+
+
 @dataclass
 class Decision:
     promoted: bool
@@ -46,8 +97,11 @@ class Decision:
     champion: str | None
     challenger_metrics: dict[str, float]
     champion_metrics: dict[str, float] | None
+    # With --live: the live figures the gate used, {"challenger": ..., "champion": ... or None}.
+    live: dict[str, dict[str, float] | None] | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {"promoted": self.promoted, "forced": self.forced, "passed": self.gate.passed,
                 "reasons": self.gate.reasons, "challenger": self.challenger, "champion": self.champion,
-                "challenger_metrics": self.challenger_metrics, "champion_metrics": self.champion_metrics}
+                "challenger_metrics": self.challenger_metrics, "champion_metrics": self.champion_metrics,
+                "live": self.live}
