@@ -1,0 +1,119 @@
+"""The whole loop, for real: games played through the bot (simcord) with votes and ratings, written by a tiny
+model trained here → `cyoa feedback export` → a new dataset version with its lineage in a real MLflow store →
+`cyoa train` fine-tunes the champion on it → a new challenger → `cyoa promote` → the running bot writes the
+next new game with the new version, without a restart, while the game in progress keeps the old one."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import simcord
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from bot.launcher import build_bot
+from bot.render import MARKS, NUMBERS
+from cyoa.cli import app
+from cyoa.settings import Settings
+from data.store import SQLiteGameStore
+from engine.queue import BatchingWriter
+from engine.writers import Writers
+from models.reload import ChampionWatcher
+from models.writer import ModelWriter
+from tests.bot.conftest import PREMISES
+
+runner = CliRunner()
+UP = next(emoji for emoji, mark in MARKS.items() if mark == "up")
+MODEL = "cyoa-storyteller"
+
+
+async def cyoa(*args: str) -> dict[str, Any]:
+    """Run a `cyoa` command on a worker thread (commands run their own event loops) and read its JSON."""
+    result = await asyncio.to_thread(runner.invoke, app, [*args, "--json"])
+    assert result.exit_code == 0, result.output
+    parsed: dict[str, Any] = json.loads(result.stdout)
+    return parsed
+
+
+def scenes(channel: simcord.ChannelHandle) -> list[Any]:
+    return sorted((m for m in channel.history() if m.embeds and " · scene " in (m.embeds[0].title or "")),
+                  key=lambda m: m.id)
+
+
+@pytest.mark.asyncio
+async def test_play_harvest_retrain_promote_and_the_bot_picks_up_the_new_champion(few_stories: Path) -> None:
+    bootstrap = await asyncio.to_thread(runner.invoke, app, ["bootstrap", "--preset", "tiny"])
+    assert bootstrap.exit_code == 0, bootstrap.output
+    settings = Settings()
+    unbatched = 0.0  # simcord's virtual clock and a real-time gathering window do not mix
+
+    async def load(version: str) -> BatchingWriter:
+        return BatchingWriter(await ModelWriter.load(settings.tracking, f"models:/{version}"), gather_seconds=unbatched)
+
+    async with SQLiteGameStore(settings.home / "cyoa.db") as store:
+        writers = Writers(await load(f"{MODEL}/1"), loader=load)
+        watcher = ChampionWatcher(writers, settings.tracking, MODEL, interval_seconds=settings.reload_seconds,
+                                  wrap=lambda w: BatchingWriter(w, gather_seconds=unbatched))
+        bot = build_bot(writers, store, PREMISES, watcher=watcher)
+        # Room for real model calls, yet below the 60 s vote window: simcord treats a timer as parked (waiting
+        # for virtual time) only when its real-time fallback lies beyond the settling deadline.
+        async with simcord.run(bot, settle_timeout=30) as env:
+            guild = env.create_guild()
+            first, second = guild.create_text_channel("first"), guild.create_text_channel("second")
+            alice, bob, carol = (guild.add_member(env.create_user(name)) for name in ("alice", "bob", "carol"))
+
+            # Play: a game of two votes (no ending is allowed before scene 4, so it is still running), with
+            # thumbs up on what the table liked.
+            await alice.slash(first, "adventure start", genre="fantasy")
+            for turn in range(2):
+                scene = scenes(first)[-1]
+                await alice.react(scene, NUMBERS[turn % 2])
+                await bob.react(scene, NUMBERS[turn % 2])
+                await carol.react(scene, UP)
+                await env.advance_time(61)
+            [game] = await store.unfinished()
+            assert game.model_version == f"{MODEL}/1" and len(game.path) == 3
+            assert sum(shown.chosen is not None for shown in game.path) == 2 and len(game.ratings) == 2
+
+            # Harvest into a new dataset version, with its lineage in MLflow.
+            exported = await cyoa("feedback", "export")
+            digest, parent = exported["digest"], exported["parent"]
+            assert exported["created"] and digest != parent and exported["counts"]["steps_kept"] >= 1
+            client = MlflowClient(settings.tracking_uri)
+            [run] = client.search_runs(client.get_experiment_by_name("cyoa-data").experiment_id,
+                                       f"tags.`cyoa.dataset_digest` = '{digest}'")
+            assert run.data.tags["cyoa.parent_digest"] == parent
+            again = await cyoa("feedback", "export")
+            assert (again["digest"], again["created"]) == (digest, False)  # no new play, no new version
+
+            # Retrain: the champion fine-tuned on the harvest becomes the challenger, then the champion.
+            trained = await cyoa("train", "--dataset", digest, "--max-epochs", "1")
+            assert trained["model"] == f"{MODEL}/2" and trained["parent_model"] == f"{MODEL}/1"
+            assert trained["dataset"] == digest
+            promoted = await cyoa("promote", "--samples", "4")
+            assert promoted["promoted"] is True
+
+            # The running bot: at its next look at the registry the new champion writes new games...
+            await env.advance_time(settings.reload_seconds + 1)
+            assert writers.champion == f"{MODEL}/2"
+            await bob.slash(second, "adventure start", genre="mecha")
+            newer = next(g for g in bot.tables.games.values() if g.genre == "mecha")
+            assert newer.model_version == f"{MODEL}/2" and newer.current.scene.model_version == f"{MODEL}/2"
+            # ...and the game in progress keeps the version it began with.
+            await alice.react(scenes(first)[-1], NUMBERS[0])
+            await env.advance_time(61)
+            older = await store.load(game.id)
+            assert len(older.path) == 4 and older.current.scene.model_version == f"{MODEL}/1"
+            if not older.ended:
+                await alice.slash(first, "adventure end")
+            await bob.slash(second, "adventure end")
+        await bot.close()
+
+    # The live figures per version reach the runs that registered them.
+    versions = (await cyoa("report"))["versions"]
+    assert versions[f"{MODEL}/1"]["metrics"]["games"] == 1 and versions[f"{MODEL}/2"]["metrics"]["games"] == 1
+    assert versions[f"{MODEL}/1"]["metrics"]["thumbs_up"] == 2 and versions[f"{MODEL}/1"]["logged"]
