@@ -39,6 +39,7 @@ play: setup
 bench: setup
 	$(PY) bench/bench_models.py
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_bot.py --games 200 --voters 10 --rounds 1
 
 clean:
 	rm -rf $(VENV) .cyoa .pytest_cache .mypy_cache .ruff_cache

@@ -7,8 +7,11 @@ guessed at. Every save of a game is one transaction.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -54,6 +57,9 @@ class SQLiteGameStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: aiosqlite.Connection | None = None
+        # One connection serves every game, so its transactions must not interleave: a second BEGIN inside
+        # the first fails, and its rollback would undo the other game's half-written save.
+        self._writing = asyncio.Lock()
 
     async def __aenter__(self) -> SQLiteGameStore:
         await self.open()
@@ -69,12 +75,38 @@ class SQLiteGameStore:
             raise StoreError("the game store is not open")
         return self._db
 
+    async def _run(self, sql: str, parameters: Iterable[Any] = ()) -> None:
+        # The cursor is closed on aiosqlite's own thread. Left to the garbage collector, it may be freed on the
+        # event loop's thread while aiosqlite's thread runs the same cached statement ("bad parameter or other
+        # API misuse").
+        async with self.db.execute(sql, parameters):
+            pass
+
+    async def _run_many(self, sql: str, rows: Iterable[Iterable[Any]]) -> None:
+        async with self.db.executemany(sql, rows):
+            pass
+
+    @asynccontextmanager
+    async def _transaction(self, what: str) -> AsyncIterator[None]:
+        """One write transaction at a time; on any failure nothing of it stays."""
+        async with self._writing:
+            try:
+                await self._run("BEGIN IMMEDIATE")
+                yield
+                await self.db.commit()
+            except aiosqlite.Error as exc:
+                await self.db.rollback()
+                raise StoreError(f"{self.path}: cannot {what}; nothing of it was changed: {exc}") from exc
+            except BaseException:
+                await self.db.rollback()
+                raise
+
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._db = await aiosqlite.connect(self.path)
-            await self.db.execute("PRAGMA journal_mode = WAL")
-            await self.db.execute("PRAGMA foreign_keys = ON")
+            await self._run("PRAGMA journal_mode = WAL")
+            await self._run("PRAGMA foreign_keys = ON")
             await self._migrate()
         except aiosqlite.Error as exc:
             await self.close()
@@ -109,9 +141,8 @@ class SQLiteGameStore:
     async def save(self, game: Game) -> None:
         """Write the whole game in one transaction: its state and its rows."""
         stamp = now().isoformat()
-        try:
-            await self.db.execute("BEGIN IMMEDIATE")
-            await self.db.execute(
+        async with self._transaction(f"save game {game.id}"):
+            await self._run(
                 "INSERT INTO games (id, place, genre, premise, model_version, status, scenes, state_version, state,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
                 " status = excluded.status, scenes = excluded.scenes, state = excluded.state,"
@@ -121,15 +152,8 @@ class SQLiteGameStore:
             )
             for table in ("scenes", "choices", "branches", "votes", "ratings"):
                 # The table names are the constants above, never input.
-                await self.db.execute(f"DELETE FROM {table} WHERE game_id = ?", (game.id,))
+                await self._run(f"DELETE FROM {table} WHERE game_id = ?", (game.id,))
             await self._write_rows(game)
-            await self.db.commit()
-        except aiosqlite.Error as exc:
-            await self.db.rollback()
-            raise StoreError(f"{self.path}: cannot save game {game.id}; nothing of it was changed: {exc}") from exc
-        except BaseException:
-            await self.db.rollback()
-            raise
 
     async def _write_rows(self, game: Game) -> None:
         scenes: list[_Row] = []
@@ -150,11 +174,11 @@ class SQLiteGameStore:
                     branches.extend((game.id, where, choice, b.narration, b.ending, b.model_version,
                                      int(shown.chosen == choice)) for choice, b in shown.branches.items())
                     votes.extend((game.id, where, v.player, v.choice, v.at.isoformat()) for v in shown.votes)
-        await self.db.executemany("INSERT OR REPLACE INTO scenes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", scenes)
-        await self.db.executemany("INSERT INTO choices VALUES (?, ?, ?, ?)", choices)
-        await self.db.executemany("INSERT INTO branches VALUES (?, ?, ?, ?, ?, ?, ?)", branches)
-        await self.db.executemany("INSERT OR REPLACE INTO votes VALUES (?, ?, ?, ?, ?)", votes)
-        await self.db.executemany(
+        await self._run_many("INSERT OR REPLACE INTO scenes VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", scenes)
+        await self._run_many("INSERT INTO choices VALUES (?, ?, ?, ?)", choices)
+        await self._run_many("INSERT INTO branches VALUES (?, ?, ?, ?, ?, ?, ?)", branches)
+        await self._run_many("INSERT OR REPLACE INTO votes VALUES (?, ?, ?, ?, ?)", votes)
+        await self._run_many(
             "INSERT INTO ratings VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             [(game.id, r.scene, r.player, r.stars, r.thumb, r.comment, r.model_version, r.at.isoformat())
              for r in game.ratings])
@@ -165,14 +189,10 @@ class SQLiteGameStore:
                 if n]
         if not rows:
             return
-        try:
-            await self.db.executemany(
+        async with self._transaction("record output counts"):
+            await self._run_many(
                 "INSERT INTO output_counts VALUES (?, ?, ?) ON CONFLICT (model_version, counter) DO UPDATE SET"
                 " count = count + excluded.count", rows)
-            await self.db.commit()
-        except aiosqlite.Error as exc:
-            await self.db.rollback()
-            raise StoreError(f"{self.path}: cannot record output counts: {exc}") from exc
 
     async def output_counts(self) -> dict[str, dict[str, int]]:
         async with self.db.execute("SELECT model_version, counter, count FROM output_counts") as cursor:
@@ -229,27 +249,19 @@ class SQLiteGameStore:
         return values
 
     async def save_server_settings(self, server: str, values: dict[str, Any]) -> None:
-        try:
-            await self.db.execute(
+        async with self._transaction(f"save the settings of server {server}"):
+            await self._run(
                 "INSERT INTO server_settings VALUES (?, ?, ?) ON CONFLICT (server) DO UPDATE SET"
                 " settings = excluded.settings, updated_at = excluded.updated_at",
                 (server, json.dumps(values, sort_keys=True), now().isoformat()))
-            await self.db.commit()
-        except aiosqlite.Error as exc:
-            await self.db.rollback()
-            raise StoreError(f"{self.path}: cannot save the settings of server {server}: {exc}") from exc
 
     async def set_opt_out(self, player: str, opted_out: bool) -> None:
         """Record (or take back) a player's wish that their votes and ratings never train a model."""
-        try:
+        async with self._transaction("record the opt-out"):
             if opted_out:
-                await self.db.execute("INSERT OR IGNORE INTO opt_outs VALUES (?, ?)", (player, now().isoformat()))
+                await self._run("INSERT OR IGNORE INTO opt_outs VALUES (?, ?)", (player, now().isoformat()))
             else:
-                await self.db.execute("DELETE FROM opt_outs WHERE player = ?", (player,))
-            await self.db.commit()
-        except aiosqlite.Error as exc:
-            await self.db.rollback()
-            raise StoreError(f"{self.path}: cannot record the opt-out: {exc}") from exc
+                await self._run("DELETE FROM opt_outs WHERE player = ?", (player,))
 
     async def opted_out(self) -> frozenset[str]:
         async with self.db.execute("SELECT player FROM opt_outs") as cursor:
