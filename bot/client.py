@@ -18,6 +18,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.render import NUMBERS, scene_embed, timestamp
+from engine.background import Background
 from engine.errors import CyoaError
 from engine.game import Game
 from engine.ports import TableStore
@@ -85,7 +86,7 @@ class CyoaBot(commands.Bot):
         self.sync_commands = sync_commands
         self.watcher = watcher
         self._resumed = False
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background("a background task of the bot")
         self.tree.error(self.on_app_command_error)
 
     async def setup_hook(self) -> None:
@@ -131,15 +132,7 @@ class CyoaBot(commands.Bot):
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` in the background; a failure is logged, not lost."""
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-        return task
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background task failed", exc_info=task.exception())
+        return self._background.spawn(work)
 
     async def on_app_command_error(self, interaction: discord.Interaction[Any],
                                    error: app_commands.AppCommandError) -> None:
@@ -157,8 +150,7 @@ class CyoaBot(commands.Bot):
 
     async def close(self) -> None:
         await self.tables.close()
-        for task in list(self._tasks):
-            task.cancel()
+        await self._background.close()
         await super().close()
 
 

@@ -17,6 +17,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from engine.background import Background
 from engine.checks import check_player_text
 from engine.errors import CyoaError, GameRuleError
 from engine.game import Game, GameStatus, Rating, now
@@ -52,7 +53,7 @@ class Tables:
         self._settings: dict[str, ServerSettings] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self._background = Background("a background step of a game")
         self._starting: set[str] = set()
         self._closed = False  # after close: no new timer or background step (a closing vote may still finish)
 
@@ -350,15 +351,7 @@ class Tables:
             await self.store.add_output_counts(counts)
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._finished)
-        return task
-
-    def _finished(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("background step of a game failed", exc_info=task.exception())
+        return self._background.spawn(work)
 
     async def resume(self, read_votes: VoteReader) -> list[Game]:
         """After a restart: take back every unfinished game of this frontend, show what was never shown,
@@ -402,9 +395,6 @@ class Tables:
     async def close(self) -> None:
         """Stop every timer and background step (the games are saved; a restart resumes them)."""
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.wait(list(self._tasks))
+        await self._background.close()
         self._timers.clear()
         await self.engine.close()

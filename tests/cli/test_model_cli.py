@@ -3,17 +3,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from typer.testing import CliRunner
-
 from cyoa.cli import app
-
-runner = CliRunner()
-
-
-def run_json(*args: str) -> dict[str, object]:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
+from tests.commands import run_json, runner
 
 
 def test_train_evaluate_promote(few_stories: Path) -> None:

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
-from typer.testing import CliRunner
 
 from cyoa.cli import app
 from cyoa.settings import Settings
@@ -21,16 +19,9 @@ from models.preference import preference_steps
 from models.registry import CHAMPION, set_alias
 from models.storyteller import Storyteller
 from models.train_job import PARENT_TAG, TrainOutcome
+from tests.commands import run_json, runner
 from tests.data.games import new_engine, play, save, use_few_stories
 from tests.models.conftest import MODEL
-
-runner = CliRunner()
-
-
-def run_json(*args: str) -> dict[str, object]:
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == 0, result.output
-    return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
 def tokenizer_of(run_id: str) -> str:
