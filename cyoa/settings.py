@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from data import STORIES_DIR
 from data.tracking import TrackingTarget
+from engine.errors import ConfigError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +37,13 @@ class Settings(BaseSettings):
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN",
                                             description="the bot's token from the Discord developer portal")
 
+    def __init__(self, **values: Any) -> None:
+        try:
+            super().__init__(**values)
+        except ValidationError as exc:  # a bad value in the environment or .env: say which variable and why
+            problems = "; ".join(f"{_variable(error['loc'])}: {error['msg']}" for error in exc.errors())
+            raise ConfigError(f"invalid setting (environment or .env): {problems}") from exc
+
     @property
     def tracking_uri(self) -> str:
         return self.mlflow_tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
@@ -59,3 +68,9 @@ class Settings(BaseSettings):
 
     def model_uri(self, alias: str) -> str:
         return f"models:/{self.model_name}@{alias}"
+
+
+def _variable(location: tuple[int | str, ...]) -> str:
+    """The environment variable behind a settings field (aliased ones are named as they are)."""
+    name = str(location[0]) if location else "?"
+    return name if name.isupper() else f"CYOA_{name.upper()}"

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 
 from cyoa.settings import Settings
+from engine.errors import ConfigError
 
 
 def test_local_store_lives_in_cyoa_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -40,3 +41,27 @@ def test_env_example_lists_every_setting() -> None:
 def test_block_list_setting(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CYOA_BLOCK_LIST", " Gore, blood feud ,,")
     assert Settings().blocked_words == frozenset({"gore", "blood feud"})
+
+
+def test_a_bad_value_names_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CYOA_CHALLENGER_SHARE", "2")
+    with pytest.raises(ConfigError, match="CYOA_CHALLENGER_SHARE: Input should be less than or equal to 1"):
+        Settings()
+
+
+def test_the_discord_token_is_a_secret_that_never_prints(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DISCORD_TOKEN", "MTIz.very-secret")
+    settings = Settings()
+    assert settings.discord_token is not None and settings.discord_token.get_secret_value() == "MTIz.very-secret"
+    assert "very-secret" not in repr(settings) and "very-secret" not in str(settings.model_dump())
+
+
+def test_the_bot_without_a_token_says_how_to_get_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from cyoa.cli import app
+
+    monkeypatch.delenv("DISCORD_TOKEN", raising=False)
+    result = CliRunner().invoke(app, ["bot"])
+    assert result.exit_code == 1
+    assert "no Discord token: set DISCORD_TOKEN" in result.output and "Reset Token" in result.output
