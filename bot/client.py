@@ -66,6 +66,26 @@ class DiscordPresenter:
         for emoji in NUMBERS[:count]:
             await message.add_reaction(emoji)
 
+    async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
+        """The number reactions on a game's current scene message, by player (not the bot's own); None when
+        the message cannot be read (the stored votes then stand)."""
+        if game.current.message is None:
+            return None
+        try:
+            message = await (await self._channel(game)).fetch_message(int(game.current.message))
+        except (discord.HTTPException, CyoaError) as exc:
+            log.warning("cannot read the votes of game %s: %s", game.id, exc)
+            return None
+        votes: dict[str, set[int]] = {}
+        for reaction in message.reactions:
+            if str(reaction.emoji) not in NUMBERS:
+                continue
+            choice = NUMBERS.index(str(reaction.emoji))
+            async for user in reaction.users():
+                if self.bot.user is None or user.id != self.bot.user.id:
+                    votes.setdefault(str(user.id), set()).add(choice)
+        return votes
+
     async def vote_extended(self, game: Game) -> None:
         await (await self._channel(game)).send(
             f"Too few votes so far for scene {len(game.path)}: the vote stays open until "
@@ -82,7 +102,8 @@ class CyoaBot(commands.Bot):
                  watcher: Watcher | None = None) -> None:
         super().__init__(command_prefix=commands.when_mentioned, intents=INTENTS,
                          allowed_mentions=discord.AllowedMentions.none())
-        self.tables = Tables(engine, store, DiscordPresenter(self), clock=discord.utils.utcnow)
+        self.presenter = DiscordPresenter(self)
+        self.tables = Tables(engine, store, self.presenter, clock=discord.utils.utcnow)
         self.sync_commands = sync_commands
         self.watcher = watcher
         self._resumed = False
@@ -105,30 +126,8 @@ class CyoaBot(commands.Bot):
         if self._resumed:
             return  # on_ready comes again after every reconnect; resuming is once
         self._resumed = True
-        games = await self.tables.resume(self.read_votes)
+        games = await self.tables.resume()
         log.info("ready as %s; %d game(s) resumed", self.user, len(games))
-
-    async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
-        """The number reactions on a game's current scene message, by player (not the bot's own)."""
-        if game.current.message is None:
-            return None
-        try:
-            channel = await DiscordPresenter(self)._channel(game)
-            if not isinstance(channel, discord.abc.Messageable):
-                return None
-            message = await channel.fetch_message(int(game.current.message))
-        except (discord.HTTPException, CyoaError) as exc:
-            log.warning("cannot read the votes of game %s: %s", game.id, exc)
-            return None
-        votes: dict[str, set[int]] = {}
-        for reaction in message.reactions:
-            if str(reaction.emoji) not in NUMBERS:
-                continue
-            choice = NUMBERS.index(str(reaction.emoji))
-            async for user in reaction.users():
-                if self.user is None or user.id != self.user.id:
-                    votes.setdefault(str(user.id), set()).add(choice)
-        return votes
 
     def spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         """Run ``work`` in the background; a failure is logged, not lost."""

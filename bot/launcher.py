@@ -72,7 +72,7 @@ def main() -> None:
         return BatchingWriter(await ModelWriter.load(settings.tracking, f"models:/{version}"))
 
     async def session() -> None:
-        async with SQLiteGameStore(settings.home / "cyoa.db") as store:
+        async with SQLiteGameStore(settings.games_db) as store:
             champion = BatchingWriter(await ModelWriter.load(settings.tracking, settings.model_uri("champion")))
             writers = Writers(champion, loader=load, challenger_share=settings.challenger_share)
             watcher = ChampionWatcher(writers, settings.tracking, settings.model_name, settings.reload_seconds,

@@ -40,7 +40,7 @@ def export(
         raise typer.BadParameter(f"{min_rating:g} is not a star rating; give 1-5", param_hint="--min-rating")
     settings = Settings()
     options = FeedbackOptions(min_rating=min_rating, block_list=settings.blocked_words)
-    games, opted_out = asyncio.run(read_games(settings.home / "cyoa.db"))
+    games, opted_out = asyncio.run(read_games(settings.games_db))
     latest = dataset_version(settings, "latest")
     result = export_feedback(games, opted_out, latest, options, settings.datasets_dir, settings.tracking)
     if as_json:

@@ -258,13 +258,13 @@ def promote(
 
 def live_check(settings: Settings, min_games: int, rating_tolerance: float, thumbs_tolerance: float) -> LiveCheck:
     """``promote --live``: the live figures from the game store, and the live gate's rules."""
-    from cyoa.report_cli import read_live_report, store_path
+    from cyoa.report_cli import read_live_report
     from models.promotion import LiveRules
     from models.promotion_job import LiveCheck
 
     if min_games < 1:
         raise typer.BadParameter("needs at least 1 game", param_hint="--min-games")
-    return LiveCheck(read_live_report(store_path(settings)), LiveRules(min_games, rating_tolerance, thumbs_tolerance))
+    return LiveCheck(read_live_report(settings.games_db), LiveRules(min_games, rating_tolerance, thumbs_tolerance))
 
 
 def bootstrap(

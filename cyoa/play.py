@@ -155,7 +155,7 @@ def play(
     from models.writer import ModelWriter  # imported here: torch and MLflow take seconds to import
 
     settings = Settings()
-    store_path = settings.home / "cyoa.db"
+    store_path = settings.games_db
     if listing:
         list_games(store_path)
         return

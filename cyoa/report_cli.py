@@ -19,11 +19,6 @@ out = Console()
 err = Console(stderr=True)
 
 
-def store_path(settings: Settings) -> Path:
-    """The game database ``cyoa play`` and the bot write: ``$CYOA_HOME/cyoa.db``."""
-    return settings.home / "cyoa.db"
-
-
 def read_live_report(path: Path) -> LiveReport:
     """The live figures of the games in the store at ``path``; none when it does not exist yet (a report must
     not create an empty database as a side effect)."""
@@ -80,7 +75,7 @@ def report(
     """Live figures per model version and genre (games, ratings, thumbs, vote margins, parse failures, repairs),
     logged as `live_*` metrics and a plot on the MLflow run of each registered version."""
     settings = Settings()
-    path = store_path(settings)
+    path = settings.games_db
     live = read_live_report(path)
     if not live:
         err.print(f"no games in {path} yet: play with `cyoa play` (or the Discord bot), then report")

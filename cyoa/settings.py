@@ -55,6 +55,11 @@ class Settings(BaseSettings):
         return TrackingTarget(self.tracking_uri, root)
 
     @property
+    def games_db(self) -> Path:
+        """The game store `cyoa play` and the bot write, and the feedback export and report read."""
+        return self.home / "cyoa.db"
+
+    @property
     def datasets_dir(self) -> Path:
         return self.home / "datasets"
 

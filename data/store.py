@@ -207,17 +207,24 @@ class SQLiteGameStore:
             row = await cursor.fetchone()
         if row is None:
             raise StoreError(f"no saved game {game_id!r}")
-        try:
-            return Game.from_json(str(row[0]))
-        except (StateError, ValueError) as exc:
-            raise StoreError(f"saved game {game_id} cannot be read: {exc}") from exc
+        return self._game(game_id, str(row[0]))
 
     async def unfinished(self) -> list[Game]:
         """Every game that has not ended, oldest first: what a restart resumes."""
-        async with self.db.execute("SELECT id FROM games WHERE status != ? ORDER BY created_at",
-                                   (str(GameStatus.ENDED),)) as cursor:
-            ids = [str(row[0]) for row in await cursor.fetchall()]
-        return [await self.load(game_id) for game_id in ids]
+        return await self._games("WHERE status != ?", (str(GameStatus.ENDED),))
+
+    async def _games(self, where: str = "", parameters: tuple[str, ...] = ()) -> list[Game]:
+        """The saved games that ``where`` selects, oldest first, read in one query."""
+        async with self.db.execute(f"SELECT id, state FROM games {where} ORDER BY created_at, id",
+                                   parameters) as cursor:
+            rows = await cursor.fetchall()
+        return [self._game(str(game_id), str(state)) for game_id, state in rows]
+
+    def _game(self, game_id: str, state: str) -> Game:
+        try:
+            return Game.from_json(state)
+        except (StateError, ValueError) as exc:
+            raise StoreError(f"saved game {game_id} cannot be read: {exc}") from exc
 
     async def list_games(self, place: str | None = None) -> list[GameSummary]:
         query = ("SELECT id, place, genre, premise, status, scenes, model_version, updated_at FROM games"
@@ -229,9 +236,7 @@ class SQLiteGameStore:
 
     async def all_games(self) -> list[Game]:
         """Every saved game, oldest first (the feedback export and the live report read these)."""
-        async with self.db.execute("SELECT id FROM games ORDER BY created_at, id") as cursor:
-            ids = [str(row[0]) for row in await cursor.fetchall()]
-        return [await self.load(game_id) for game_id in ids]
+        return await self._games()
 
     # --- servers and players ------------------------------------------------------------------
     async def server_settings(self, server: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from engine.errors import BlockedTextError, MalformedOutputError, RejectedOutputError
 from engine.prompt_format import ParsedScene, parse_output
@@ -17,6 +17,11 @@ class CheckRules:
     max_words: int = 220
     near_copy: float = 0.6  # share of word 3-grams shared with an earlier scene of the game that rejects it
     block_list: frozenset[str] = frozenset()
+
+    def with_words(self, words: Iterable[str]) -> CheckRules:
+        """These rules with ``words`` banned too (a server's or a game's additions to the global list)."""
+        extra = frozenset(word.casefold() for word in words)
+        return replace(self, block_list=self.block_list | extra) if extra - self.block_list else self
 
 
 def shingles(text: str) -> set[tuple[str, ...]]:

@@ -78,6 +78,11 @@ class Presenter(Protocol):
         (a message id), which reactions will name."""
         ...
 
+    async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
+        """The votes the players still show on the current scene (the reactions on its message), by player;
+        ``None`` when they cannot be read. A restart reconciles the stored votes with these."""
+        ...
+
     async def vote_extended(self, game: Game) -> None:
         """The vote had too few voters and was extended once (to ``game.current.vote_deadline``)."""
         ...

@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
@@ -31,9 +30,6 @@ log = logging.getLogger(__name__)
 
 Marks = frozenset({"star", "up", "down"})
 """Rating marks a player can put on a scene: a star (5 stars), a thumb up, a thumb down."""
-
-VoteReader = Callable[[Game], Awaitable[dict[str, set[int]] | None]]
-"""Reads the votes the frontend still shows for a game's current scene: choices by player (None: unknown)."""
 
 
 def _seed(game: Game) -> int:
@@ -120,8 +116,7 @@ class Tables:
         if genre is not None and genre not in GENRE_IDS:
             raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
         if premise is not None:
-            check_player_text(premise, replace(self.engine.rules.checks, block_list=(
-                self.engine.rules.checks.block_list | {w.casefold() for w in settings.block_words})))
+            check_player_text(premise, self.engine.rules.checks.with_words(settings.block_words))
         if settings.allowed_channels and channel not in settings.allowed_channels:
             raise GameRuleError("adventures are not played in this channel here; /config view lists where they are")
         place = self.place(server, channel)
@@ -160,25 +155,22 @@ class Tables:
         return game
 
     async def retry(self, place: str, player: str, manager: bool = False) -> Game:
-        game = self.steerable(place, player, manager, "retry")
-        async with self._lock(game):
-            self._cancel_timer(game)
-            try:
-                await self.engine.retry(game)
-            except BaseException:
-                self._schedule(game)  # the scene and its vote stay as they were
-                raise
-            await self._present(game)
-        return game
+        """Write the current scene again and put it to a new vote."""
+        return await self._steer(place, player, manager, "retry", self.engine.retry)
 
     async def undo(self, place: str, player: str, manager: bool = False) -> Game:
-        game = self.steerable(place, player, manager, "undo")
+        """Go back to the previous scene and open its vote again."""
+        return await self._steer(place, player, manager, "undo", self.engine.undo)
+
+    async def _steer(self, place: str, player: str, manager: bool, what: str,
+                     step: Callable[[Game], Awaitable[Game]]) -> Game:
+        game = self.steerable(place, player, manager, what)
         async with self._lock(game):
             self._cancel_timer(game)
             try:
-                await self.engine.undo(game)
+                await step(game)
             except BaseException:
-                self._schedule(game)
+                self._schedule(game)  # the scene and its vote stay as they were
                 raise
             await self._present(game)
         return game
@@ -353,7 +345,7 @@ class Tables:
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return self._background.spawn(work)
 
-    async def resume(self, read_votes: VoteReader) -> list[Game]:
+    async def resume(self) -> list[Game]:
         """After a restart: take back every unfinished game of this frontend, show what was never shown,
         reconcile open votes with what the players still show, and reschedule each vote from its deadline."""
         resumed = []
@@ -367,7 +359,7 @@ class Tables:
                 if shown.message is None or shown.vote_deadline is None:
                     await self._present(game)
                 else:
-                    reactions = await read_votes(game)
+                    reactions = await self.presenter.read_votes(game)
                     if reactions is not None:
                         self._reconcile(game, reactions)
                         await self._save(game)

@@ -12,7 +12,7 @@ import random
 import re
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from engine.checks import CheckRules, OutputStats, check_output, check_player_text
 from engine.errors import GameRuleError, RejectedOutputError, StorytellerBusyError
@@ -125,10 +125,7 @@ class StoryEngine:
 
     def checks_for(self, game: Game) -> CheckRules:
         """The output checks for one game: the global block list plus the game's own words (a server's)."""
-        if not game.block_words:
-            return self.rules.checks
-        return replace(self.rules.checks, block_list=self.rules.checks.block_list | frozenset(
-            word.casefold() for word in game.block_words))
+        return self.rules.checks.with_words(game.block_words)
 
     def _repair(self, request: WriteRequest, genre_id: str, version: str) -> Written:
         action = request.context.path[-1].action if request.context.path else None
@@ -156,8 +153,7 @@ class StoryEngine:
                     block_words: Sequence[str] = ()) -> Game:
         """A new game: genre and premise as given, or drawn from the known premises. ``block_words`` are
         banned in this game on top of the global block list (a server's additions)."""
-        checks = replace(self.rules.checks, block_list=self.rules.checks.block_list | frozenset(
-            word.casefold() for word in block_words))
+        checks = self.rules.checks.with_words(block_words)
         if genre is not None and genre not in GENRE_IDS:
             raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
         if premise is not None:

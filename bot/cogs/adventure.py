@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import discord
 from discord import app_commands
@@ -102,20 +102,23 @@ class AdventureCog(commands.GroupCog, group_name="adventure", group_description=
         view = HistoryView(game, pages)
         await interaction.response.send_message(embed=history_embed(game, pages, 0), view=view, ephemeral=True)
 
+    async def _steer(self, interaction: Interaction, what: Literal["retry", "undo"]) -> Game:
+        """Retry or undo: refused privately before anything is written, then written while Discord shows the
+        bot thinking."""
+        place, player = self.tables.place(*where(interaction)), str(interaction.user.id)
+        manager = is_manager(interaction)
+        self.tables.steerable(place, player, manager, what)
+        await interaction.response.defer(thinking=True)
+        return await (self.tables.retry if what == "retry" else self.tables.undo)(place, player, manager)
+
     @app_commands.command(description="Write the current scene again (starter or Manage Server)")
     async def retry(self, interaction: Interaction) -> None:
-        place = self.tables.place(*where(interaction))
-        self.tables.steerable(place, str(interaction.user.id), is_manager(interaction), "retry")
-        await interaction.response.defer(thinking=True)
-        game = await self.tables.retry(place, str(interaction.user.id), is_manager(interaction))
+        game = await self._steer(interaction, "retry")
         await interaction.followup.send(f"🔁 {interaction.user.mention} asked for scene {len(game.path)} again.")
 
     @app_commands.command(description="Go back to the previous scene (starter or Manage Server)")
     async def undo(self, interaction: Interaction) -> None:
-        place = self.tables.place(*where(interaction))
-        self.tables.steerable(place, str(interaction.user.id), is_manager(interaction), "undo")
-        await interaction.response.defer(thinking=True)
-        game = await self.tables.undo(place, str(interaction.user.id), is_manager(interaction))
+        game = await self._steer(interaction, "undo")
         await interaction.followup.send(f"↩️ {interaction.user.mention} went back to scene {len(game.path)}.")
 
     @app_commands.command(description="End this channel's adventure (starter or Manage Server)")

@@ -33,6 +33,9 @@ class Recorder:
         self.shown.append(len(game.path))
         return f"message-{len(self.shown)}"
 
+    async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
+        return None
+
     async def vote_extended(self, game: Game) -> None:
         pass
 
