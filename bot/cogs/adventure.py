@@ -84,20 +84,21 @@ class AdventureCog(commands.GroupCog, group_name="adventure", group_description=
         return [app_commands.Choice(name=f"{g.name}: {g.blurb}"[:100], value=g.id) for g in GENRES
                 if typed in g.id.casefold() or typed in g.name.casefold()][:25]
 
-    @app_commands.command(description="Show this channel's adventure and its vote")
-    async def status(self, interaction: Interaction) -> None:
-        server, channel = where(interaction)
-        game = self.tables.game_at(self.tables.place(server, channel))
+    def _latest(self, interaction: Interaction) -> Game:
+        """The channel's running game, or the last one played there."""
+        game = self.tables.game_at(self.tables.place(*where(interaction)))
         if game is None:
             raise GameRuleError("no adventure has been played in this channel yet; start one with /adventure start")
+        return game
+
+    @app_commands.command(description="Show this channel's adventure and its vote")
+    async def status(self, interaction: Interaction) -> None:
+        game = self._latest(interaction)
         await interaction.response.send_message(embed=status_embed(game), ephemeral=True)
 
     @app_commands.command(description="Read the story so far")
     async def history(self, interaction: Interaction) -> None:
-        server, channel = where(interaction)
-        game = self.tables.game_at(self.tables.place(server, channel))
-        if game is None:
-            raise GameRuleError("no adventure has been played in this channel yet")
+        game = self._latest(interaction)
         pages = history_pages(game)
         view = HistoryView(game, pages)
         await interaction.response.send_message(embed=history_embed(game, pages, 0), view=view, ephemeral=True)
