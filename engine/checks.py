@@ -16,6 +16,10 @@ class CheckRules:
     min_words: int = 20
     max_words: int = 220
     near_copy: float = 0.6  # share of word 3-grams shared with an earlier scene of the game that rejects it
+    # A choice is an action a player can read: "Sh" (a fragment) or "Go" is not; the dataset's choices run 3-14
+    # words, and a model's may be a little shorter or longer before a player minds.
+    min_choice_words: int = 2
+    max_choice_words: int = 20
     block_list: frozenset[str] = frozenset()
 
     def with_words(self, words: Iterable[str]) -> CheckRules:
@@ -60,6 +64,11 @@ def check_output(text: str, earlier: Sequence[str], rules: CheckRules, must_end:
     words = len(scene.narration.split())
     if not rules.min_words <= words <= rules.max_words:
         raise RejectedOutputError(f"narration of {words} words, needs {rules.min_words}-{rules.max_words}")
+    for choice in scene.choices:
+        count = len(choice.split())
+        if not rules.min_choice_words <= count <= rules.max_choice_words:
+            raise RejectedOutputError(f"choice length: {choice!r} has {count} word(s), needs "
+                                      f"{rules.min_choice_words}-{rules.max_choice_words}")
     if must_end and not scene.is_ending:
         raise RejectedOutputError("the story is at its maximum length but the answer is not an ending")
     if not may_end and scene.is_ending:

@@ -9,6 +9,7 @@
     ├── ModelError            the storyteller model cannot be used
     │   ├── ModelNotFoundError   no such registered model, version or alias
     │   ├── ModelLoadError       the artifact is corrupt or incompatible (e.g. another prompt format)
+    │   │   └── BaseModelError   a pretrained base is missing, corrupt or changed (says what to install)
     │   └── TrainingError        training cannot start or continue
     ├── MalformedOutputError  a model output does not parse as a scene (carries the reason and the text)
     ├── RejectedOutputError   a model output parsed but failed a check (length, near-copy, blocked word)
@@ -67,6 +68,10 @@ class ModelNotFoundError(ModelError):
 
 class ModelLoadError(ModelError):
     """A model artifact is corrupt or incompatible with this version of cyoa."""
+
+
+class BaseModelError(ModelLoadError):
+    """A pretrained base (a package's model file or a local checkpoint) is missing, corrupt or changed."""
 
 
 class TrainingError(ModelError):

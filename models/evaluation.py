@@ -7,7 +7,13 @@ Metrics (each also per genre):
 - ``mean_words``: narration length; ``distinct_1`` / ``distinct_2``: unique n-grams over all n-grams of all
   narrations; ``repeated_4gram_rate``: share of a narration's 4-grams that repeat an earlier one (mean);
 - ``coherence``: cosine similarity (all-MiniLM-L6-v2) between scene + chosen action and the generated next
-  scene, beside ``reference_coherence``, the same figure for the reference next scene.
+  scene, beside ``reference_coherence``, the same figure for the reference next scene;
+- ``bits_per_char`` and ``word_perplexity`` of the reference next scenes: the same likelihood as
+  ``perplexity``, per character and per word of story text, so models with different tokenizers (a GPT-2
+  trained here, SmolLM2) are compared on one scale; the promotion gate uses ``bits_per_char``;
+- ``invented_word_rate`` (and ``reference_invented_word_rate``), ``second_person``, ``present_tense``,
+  ``copy_rate`` (near-copies of the current scene, the engine's own check), and for choices
+  ``choice_words``, ``choices_in_range`` (3-14 words), ``imperative_choices`` (``models.text_quality``).
 """
 
 from __future__ import annotations
@@ -22,10 +28,14 @@ from typing import Any, Protocol
 import numpy as np
 
 from data.steps import Step
+from engine.checks import CheckRules, overlap
 from engine.errors import MalformedOutputError
 from engine.prompt_format import SPECIAL_TOKENS, parse_output
+from models import text_quality
 from models.examples import encode, step_context, step_example
 from models.storyteller import Storyteller, collate
+
+CHOICE_WORDS = (3, 14)  # the dataset's rule for a choice
 
 
 class Embedder(Protocol):
@@ -64,6 +74,7 @@ class Sample:
     parsed: bool
     problem: str
     narration: str
+    choices: list[str] = field(default_factory=list)
     coherence: float = math.nan
     reference_coherence: float = math.nan
 
@@ -102,20 +113,33 @@ def _strip_markers(text: str) -> str:
 
 
 # --- the two halves -----------------------------------------------------------------------------
-def perplexities(storyteller: Storyteller, steps: Sequence[Step], batch_size: int) -> dict[str, float]:
-    """Perplexity overall (key ``""``) and per genre."""
-    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+def _text_size(storyteller: Storyteller, labels: Sequence[int]) -> tuple[int, int]:
+    """Characters and words of the story text behind a target's label tokens (markers left out), so that a
+    likelihood can be put per character or per word whatever the tokenizer."""
+    ids = [i for i in labels if i != -100]
+    text = _strip_markers(str(storyteller.tokenizer.decode(ids, skip_special_tokens=False)))
+    return max(1, len(text)), max(1, len(text.split()))
+
+
+def likelihoods(storyteller: Storyteller, steps: Sequence[Step], batch_size: int) -> dict[str, dict[str, float]]:
+    """Per key (``""`` overall, and each genre): ``perplexity`` per token, ``bits_per_char`` and
+    ``word_perplexity`` of the reference next scenes."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0, 0.0, 0.0])
     encoded = [(s.genre, encode(storyteller.tokenizer, step_example(s), storyteller.max_length, storyteller.seq2seq))
                for s in steps]
     encoded.sort(key=lambda pair: len(pair[1].input_ids))
     for start in range(0, len(encoded), batch_size):
         chunk = encoded[start:start + batch_size]
         batch = collate([item for _, item in chunk], storyteller.pad_id, storyteller.seq2seq)
-        for (genre, _), loss, count in zip(chunk, *storyteller.row_losses(batch), strict=True):
+        for (genre, item), loss, count in zip(chunk, *storyteller.row_losses(batch), strict=True):
+            chars, words = _text_size(storyteller, item.labels)
             for key in ("", genre):
-                sums[key][0] += loss
-                sums[key][1] += count
-    return {key: math.exp(min(total / max(count, 1), 50.0)) for key, (total, count) in sums.items()}
+                for index, value in enumerate((loss, count, chars, words)):
+                    sums[key][index] += value
+    return {key: {"perplexity": math.exp(min(nll / max(count, 1), 50.0)),
+                  "bits_per_char": nll / chars / math.log(2),
+                  "word_perplexity": math.exp(min(nll / words, 50.0))}
+            for key, (nll, count, chars, words) in sums.items()}
 
 
 def pick_samples(steps: Sequence[Step], count: int, seed: int) -> list[Step]:
@@ -133,13 +157,14 @@ def generate_samples(storyteller: Storyteller, steps: Sequence[Step], options: E
         batch = chosen[start:start + options.batch_size]
         texts = storyteller.write([step_context(s) for s in batch], sampling, seed=options.seed + start)
         for step, text in zip(batch, texts, strict=True):
+            choices: list[str] = []
             try:
                 parsed = parse_output(text)
-                ok, problem, narration = True, "", parsed.narration
+                ok, problem, narration, choices = True, "", parsed.narration, list(parsed.choices)
             except MalformedOutputError as exc:
                 ok, problem, narration = False, exc.reason, _strip_markers(text)
             samples.append(Sample(step.id, step.genre, step.scene, step.action, step.next_scene, text, ok, problem,
-                                  narration))
+                                  narration, choices))
     return samples
 
 
@@ -165,6 +190,7 @@ def summarise(samples: Sequence[Sample]) -> dict[str, float]:
         "distinct_2": distinct_n(narrations, 2),
         "repeated_4gram_rate": float(np.mean([repeated_ngram_rate(n) for n in narrations])),
         "samples": float(len(samples)),
+        **{key: value for key, value in reading_figures(samples).items() if not math.isnan(value)},
     }
     if not math.isnan(samples[0].coherence):
         out["coherence"] = float(np.mean([s.coherence for s in samples]))
@@ -172,16 +198,36 @@ def summarise(samples: Sequence[Sample]) -> dict[str, float]:
     return out
 
 
+def reading_figures(samples: Sequence[Sample]) -> dict[str, float]:
+    """What a reader notices: invented words, person and tense, copies of the scene, and the choices."""
+    narrations = [s.narration for s in samples]
+    choices = [c for s in samples for c in s.choices]
+    present = [p for p in (text_quality.present_share(n) for n in narrations) if p is not None]
+    lengths = text_quality.choice_words(choices)
+    low, high = CHOICE_WORDS
+    copy_limit = CheckRules().near_copy
+    return {
+        "invented_word_rate": text_quality.invented_word_rate([*narrations, *choices]),
+        "reference_invented_word_rate": text_quality.invented_word_rate([s.reference for s in samples]),
+        "second_person": sum(text_quality.second_person(n) for n in narrations) / len(samples),
+        "present_tense": float(np.mean(present)) if present else math.nan,
+        "copy_rate": sum(overlap(s.narration, s.scene) >= copy_limit for s in samples) / len(samples),
+        "choice_words": float(np.mean(lengths)) if lengths else math.nan,
+        "choices_in_range": sum(low <= n <= high for n in lengths) / len(lengths) if lengths else math.nan,
+        "imperative_choices": sum(map(text_quality.imperative, choices)) / len(choices) if choices else math.nan,
+    }
+
+
 def evaluate(storyteller: Storyteller, steps: Sequence[Step], data_label: str, options: EvalOptions,
              embedder: Embedder | None) -> EvalReport:
-    ppl = perplexities(storyteller, steps, options.batch_size)
+    scores = likelihoods(storyteller, steps, options.batch_size)
     samples = generate_samples(storyteller, steps, options)
     if embedder is not None:
         add_coherence(samples, embedder)
-    metrics = {"perplexity": ppl[""], **summarise(samples)}
+    metrics = {**scores[""], **summarise(samples)}
     per_genre: dict[str, dict[str, float]] = {}
     for genre in sorted({s.genre for s in steps}):
-        per_genre[genre] = {"perplexity": ppl[genre], **summarise([s for s in samples if s.genre == genre])}
+        per_genre[genre] = {**scores[genre], **summarise([s for s in samples if s.genre == genre])}
     return EvalReport(storyteller.version, data_label, metrics, per_genre, samples)
 
 

@@ -42,7 +42,9 @@ class SceneGrammar(LogitsProcessor):
         self.scene, self.choices, self.choice, self.ending, self.end = (
             token_id(tokenizer, marker) for marker in (SCENE, CHOICES, CHOICE, ENDING, END))
         self.markers = {token_id(tokenizer, marker) for marker in SPECIAL_TOKENS}
-        for extra in (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id):
+        # A base's own special tokens (SmolLM2's <|im_start|>, <|im_end|>, <|endoftext|>) never belong in a scene.
+        for extra in (tokenizer.pad_token_id, tokenizer.bos_token_id, tokenizer.eos_token_id,
+                      *tokenizer.all_special_ids):
             if extra is not None:
                 self.markers.add(int(extra))
         self.kinds = [tuple(tokenizer(str(kind), add_special_tokens=False)["input_ids"]) for kind in EndingKind]

@@ -1,8 +1,11 @@
 """Champion and challenger: ``cyoa promote`` moves ``champion`` only past the gate.
 
 The gate, on the same data with the same seed: the challenger's parse rate is not lower than the champion's,
-and its perplexity is at most 5 % worse. With no champion yet, the challenger passes. ``--force`` promotes
-anyway and records that on the version (tag ``cyoa.forced_promotion``).
+and its bits per character of the reference scenes are at most 5 % worse. Bits per character, not perplexity
+per token: a SmolLM2 challenger (49 k tokens) and a GPT-2 champion trained here (4 k tokens) cut the same text
+into different tokens, so their per-token perplexities are not comparable; per character they are. (Metric
+sets from before bits per character existed fall back to perplexity.) With no champion yet, the challenger
+passes. ``--force`` promotes anyway and records that on the version (tag ``cyoa.forced_promotion``).
 
 With ``--live`` the challenger must also have been played (``live_gate``): at least ``min_games`` games
 written by it, and a mean rating and thumbs-up share not worse than the champion's beyond a tolerance.
@@ -13,6 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 PERPLEXITY_TOLERANCE = 0.05
+LIKELIHOOD = "bits_per_char"  # the gate's likelihood figure: the same scale for every tokenizer
 MIN_LIVE_GAMES = 5
 RATING_TOLERANCE = 0.25  # stars (1-5): what a few players' moods move a small sample's mean by
 THUMBS_TOLERANCE = 0.05  # share of thumbs that are up
@@ -33,14 +37,16 @@ def gate(challenger: dict[str, float], champion: dict[str, float] | None,
     if challenger["parse_rate"] < champion["parse_rate"]:
         reasons.append(f"parse rate {challenger['parse_rate']:.3f} is lower than the champion's "
                        f"{champion['parse_rate']:.3f}")
-    limit = champion["perplexity"] * (1 + tolerance)
-    if challenger["perplexity"] > limit:
-        reasons.append(f"perplexity {challenger['perplexity']:.2f} is more than {tolerance:.0%} worse than the "
-                       f"champion's {champion['perplexity']:.2f} (limit {limit:.2f})")
+    name = LIKELIHOOD if LIKELIHOOD in challenger and LIKELIHOOD in champion else "perplexity"
+    limit = champion[name] * (1 + tolerance)
+    what = name.replace("_", " ")
+    if challenger[name] > limit:
+        reasons.append(f"{what} {challenger[name]:.3f} is more than {tolerance:.0%} worse than the "
+                       f"champion's {champion[name]:.3f} (limit {limit:.3f})")
     if reasons:
         return Gate(False, reasons)
-    return Gate(True, [f"parse rate {challenger['parse_rate']:.3f} >= {champion['parse_rate']:.3f} and perplexity "
-                       f"{challenger['perplexity']:.2f} <= {limit:.2f}"])
+    return Gate(True, [f"parse rate {challenger['parse_rate']:.3f} >= {champion['parse_rate']:.3f} and {what} "
+                       f"{challenger[name]:.3f} <= {limit:.3f}"])
 
 
 @dataclass(frozen=True)

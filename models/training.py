@@ -31,6 +31,7 @@ from engine.errors import TrainingError
 from engine.prompt_format import END, PAD, PROMPT_FORMAT_VERSION
 from models.config import TrainConfig
 from models.examples import Encoded, Example, encode
+from models.pretrained import ensure_base, local_reference
 from models.storyteller import CAUSAL, SEQ2SEQ, Card, Storyteller, collate, token_loss
 from models.tokenizer import add_markers, token_id, train_tokenizer
 
@@ -79,9 +80,12 @@ class TrainResult:
 
 # --- building a model ---------------------------------------------------------------------------
 def new_storyteller(config: TrainConfig, train_texts: Sequence[str], dataset_digest: str | None) -> Storyteller:
-    """A fresh GPT-2 and tokenizer for a preset, or a local checkpoint ready to fine-tune."""
+    """A fresh GPT-2 and tokenizer for a preset, or a pretrained base (named, or a local checkpoint) ready to
+    fine-tune, wrapped in a LoRA adapter when the config asks for one."""
+    if config.pretrained:
+        return _from_base(config, ensure_base(config.pretrained), dataset_digest)
     if config.base_model:
-        return _from_base(config, dataset_digest)
+        return _from_base(config, Path(str(config.base_model)), dataset_digest)
     if config.architecture is None:
         raise TrainingError(f"preset {config.preset} has no architecture and no base model")
     arch = config.architecture
@@ -96,8 +100,7 @@ def new_storyteller(config: TrainConfig, train_texts: Sequence[str], dataset_dig
     return Storyteller(model, tokenizer, Card(PROMPT_FORMAT_VERSION, CAUSAL, config, dataset_digest))
 
 
-def _from_base(config: TrainConfig, dataset_digest: str | None) -> Storyteller:
-    base = Path(str(config.base_model))
+def _from_base(config: TrainConfig, base: Path, dataset_digest: str | None) -> Storyteller:
     if not (base / "config.json").exists():
         raise TrainingError(f"--base-model {base}: no config.json there; point it at a local Hugging Face "
                             f"checkpoint folder (the hub cannot be reached)")
@@ -106,18 +109,48 @@ def _from_base(config: TrainConfig, dataset_digest: str | None) -> Storyteller:
         family = SEQ2SEQ if getattr(hf_config, "is_encoder_decoder", False) else CAUSAL
         loader: Any = AutoModelForSeq2SeqLM if family == SEQ2SEQ else AutoModelForCausalLM
         tokenizer = AutoTokenizer.from_pretrained(base, local_files_only=True)
-        model = loader.from_pretrained(base, local_files_only=True)
+        model = loader.from_pretrained(base, local_files_only=True, dtype=torch.float32)
     except Exception as exc:  # transformers raises many kinds for an unusable folder
         raise TrainingError(f"--base-model {base}: cannot load the checkpoint or its tokenizer ({exc})") from exc
+    before = len(tokenizer)
     if add_markers(tokenizer):
-        model.resize_token_embeddings(len(tokenizer))
+        # New rows start at the mean of the old ones, so the markers begin as "some token", not noise.
+        model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+        _mean_init(model, before)
     model.config.pad_token_id = tokenizer.pad_token_id
-    return Storyteller(model, tokenizer, Card(PROMPT_FORMAT_VERSION, family, config, dataset_digest))
+    if config.lora_rank > 0:
+        if family == SEQ2SEQ:
+            raise TrainingError("LoRA is for causal models here; fine-tune a seq2seq base fully (lora_rank 0)")
+        model = _lora(model, config, list(range(before, len(tokenizer))))
+    return Storyteller(model, tokenizer, Card(PROMPT_FORMAT_VERSION, family, config, dataset_digest,
+                                              local_reference(base)))
 
 
-def count_parameters(model: torch.nn.Module) -> int:
+@torch.no_grad()
+def _mean_init(model: Any, old_rows: int) -> None:
+    """Added rows get the mean of the existing embedding (transformers' own mean init samples a multivariate
+    normal, which needs a covariance of the whole vocabulary: slow and memory-hungry for 49 k rows)."""
+    for layer in (model.get_input_embeddings(), model.get_output_embeddings()):
+        if layer is not None and layer.weight.shape[0] > old_rows:
+            layer.weight[old_rows:] = layer.weight[:old_rows].mean(dim=0)
+
+
+def _lora(model: Any, config: TrainConfig, new_tokens: list[int]) -> Any:
+    """LoRA on every linear layer; the added markers' embedding rows are trained too (as peft trainable tokens,
+    saved with the adapter), since a base has never seen them."""
+    from peft import LoraConfig, get_peft_model
+
+    embedding = model.get_input_embeddings()
+    name = next(path.rsplit(".", 1)[-1] for path, module in model.named_modules() if module is embedding)
+    extra: dict[str, Any] = {"trainable_token_indices": {name: new_tokens}} if new_tokens else {}
+    lora = LoraConfig(r=config.lora_rank, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+                      target_modules="all-linear", task_type="CAUSAL_LM", **extra)
+    return get_peft_model(model, lora)
+
+
+def count_parameters(model: torch.nn.Module, trainable: bool = False) -> int:
     # Tied weights are one tensor: count each parameter object once.
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values() if p.requires_grad or not trainable)
 
 
 # --- batching -----------------------------------------------------------------------------------
