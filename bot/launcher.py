@@ -65,7 +65,7 @@ def main() -> None:
     from models.writer import ModelWriter  # torch and MLflow take seconds to import: only when running
 
     settings = Settings()
-    set_cache_dir(settings.bases_dir)
+    set_cache_dir(settings.bases)
     if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
         raise ConfigError(NO_TOKEN)
     token = settings.discord_token.get_secret_value().strip()

@@ -74,7 +74,7 @@ def main(
     from models.pretrained import set_cache_dir
 
     settings = Settings()
-    set_cache_dir(settings.bases_dir)  # pretrained bases are converted once, into the state directory
+    set_cache_dir(settings.bases)  # pretrained bases are converted once, into the state directory
     logging.basicConfig(level=settings.log_level.upper(), format="%(message)s", datefmt="[%X]",
                         handlers=[RichHandler(console=err, show_path=False)], force=True)
     # MLflow and alembic are chatty at INFO; their warnings still show.

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
         default=None, validation_alias="MLFLOW_TRACKING_URI",
         description="overrides the local store, e.g. a team's MLflow server",
     )
+    bases_dir: Path | None = Field(default=None, description="where packaged pretrained bases are converted to "
+                                   "checkpoints (default: $CYOA_HOME/bases); share one across homes")
     stories_dir: Path = Field(default=STORIES_DIR, description="folder of story files the build reads")
     public_data_dir: Path = Field(
         default=REPO_ROOT.parent / "shared" / "data" / "public",
@@ -72,9 +74,9 @@ class Settings(BaseSettings):
         return self.home / "checkpoints"
 
     @property
-    def bases_dir(self) -> Path:
-        """Pretrained bases converted from their packages (models.pretrained), once per machine and home."""
-        return self.home / "bases"
+    def bases(self) -> Path:
+        """Pretrained bases converted from their packages (models.pretrained), once per folder."""
+        return self.bases_dir or self.home / "bases"
 
     def model_uri(self, alias: str) -> str:
         return f"models:/{self.model_name}@{alias}"

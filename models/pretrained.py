@@ -73,8 +73,8 @@ BASES: dict[str, BaseSpec] = {SMOLLM2.name: SMOLLM2}
 _cache_dir: Path | None = None
 
 
-def set_cache_dir(folder: Path) -> None:
-    """Where converted bases live; the wiring root sets ``$CYOA_HOME/bases``."""
+def set_cache_dir(folder: Path | None) -> None:
+    """Where converted bases live; the wiring root sets it from the settings (``None``: the environment's)."""
     global _cache_dir
     _cache_dir = folder
 
@@ -82,6 +82,8 @@ def set_cache_dir(folder: Path) -> None:
 def cache_dir() -> Path:
     if _cache_dir is not None:
         return _cache_dir
+    if os.environ.get("CYOA_BASES_DIR"):
+        return Path(os.environ["CYOA_BASES_DIR"])
     return Path(os.environ.get("CYOA_HOME", ".cyoa")) / "bases"
 
 

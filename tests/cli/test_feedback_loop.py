@@ -1,5 +1,5 @@
 """The whole loop, for real: games played through the bot (simcord) with votes and ratings, written by a tiny
-model trained here → `cyoa feedback export` → a new dataset version with its lineage in a real MLflow store →
+model trained here (from scratch, or a LoRA adapter over a local Llama checkpoint, SmolLM2's family) → `cyoa feedback export` → a new dataset version with its lineage in a real MLflow store →
 `cyoa train` fine-tunes the champion on it → a new challenger → `cyoa promote` → the running bot writes the
 next new game with the new version, without a restart, while the game in progress keeps the old one."""
 
@@ -25,6 +25,7 @@ from engine.writers import Writers
 from models.reload import ChampionWatcher
 from models.writer import ModelWriter
 from tests.bot.conftest import PREMISES
+from tests.models.test_base_models import save_checkpoint
 
 runner = CliRunner()
 UP = next(emoji for emoji, mark in MARKS.items() if mark == "up")
@@ -44,10 +45,24 @@ def scenes(channel: simcord.ChannelHandle) -> list[Any]:
                   key=lambda m: m.id)
 
 
+async def first_champion(start: str, stories: Path, tmp_path: Path) -> None:
+    if start == "scratch":
+        bootstrap = await asyncio.to_thread(runner.invoke, app, ["bootstrap", "--preset", "tiny"])
+        assert bootstrap.exit_code == 0, bootstrap.output
+        return
+    texts = [scene["text"] for path in stories.glob("*.json") for scene in json.loads(path.read_text())["scenes"]]
+    base = save_checkpoint(tmp_path / "llama-base", "llama", texts)
+    trained = await cyoa("train", "--base-model", str(base), "--preset", "tiny", "--lora-rank", "4",
+                         "--max-epochs", "1", "--learning-rate", "0.003")
+    assert trained["model"] == f"{MODEL}/1"
+    assert (await cyoa("promote", "--samples", "4"))["promoted"] is True
+
+
 @pytest.mark.asyncio
-async def test_play_harvest_retrain_promote_and_the_bot_picks_up_the_new_champion(few_stories: Path) -> None:
-    bootstrap = await asyncio.to_thread(runner.invoke, app, ["bootstrap", "--preset", "tiny"])
-    assert bootstrap.exit_code == 0, bootstrap.output
+@pytest.mark.parametrize("start", ["scratch", "lora"])
+async def test_play_harvest_retrain_promote_and_the_bot_picks_up_the_new_champion(
+        start: str, few_stories: Path, tmp_path: Path) -> None:
+    await first_champion(start, few_stories, tmp_path)
     settings = Settings()
     unbatched = 0.0  # simcord's virtual clock and a real-time gathering window do not mix
 
@@ -94,6 +109,13 @@ async def test_play_harvest_retrain_promote_and_the_bot_picks_up_the_new_champio
             trained = await cyoa("train", "--dataset", digest, "--max-epochs", "1")
             assert trained["model"] == f"{MODEL}/2" and trained["parent_model"] == f"{MODEL}/1"
             assert trained["dataset"] == digest
+            if start == "lora":  # the champion's adapter trained further, over the same pinned base
+                from models.registry import download_card
+
+                parent_card = download_card(settings.tracking, f"models:/{MODEL}/1")
+                child_card = download_card(settings.tracking, f"models:/{MODEL}/2")
+                assert parent_card.base is not None and child_card.base == parent_card.base
+                assert child_card.config.lora_rank == 4
             promoted = await cyoa("promote", "--samples", "4")
             assert promoted["promoted"] is True
 

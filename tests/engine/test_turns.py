@@ -7,7 +7,7 @@ from typing import Any, TypeVar
 import pytest
 
 from engine.checks import CheckRules
-from engine.errors import BlockedTextError, GameRuleError, StateError
+from engine.errors import BlockedTextError, GameRuleError, RejectedOutputError, StateError
 from engine.fakes import FakeWriter
 from engine.game import Game, GameStatus
 from engine.prompt_format import Turn, render_target
@@ -96,7 +96,7 @@ def test_the_maximum_length_ends_the_story() -> None:
 
 
 def test_the_model_may_end_the_story_after_its_minimum_length() -> None:
-    engine, _ = make([scene("You wake.", ["Run", "Hide"]), scene("The sea takes the city.", ending="bad")],
+    engine, _ = make([scene("You wake.", ["Run for the exit", "Hide behind the crates"]), scene("The sea takes the city.", ending="bad")],
                      min_scenes=2)
     game = run(engine.start("t", "mecha", "A pilot wakes."))
     run(engine.choose(game, 0))
@@ -104,7 +104,7 @@ def test_the_model_may_end_the_story_after_its_minimum_length() -> None:
 
 
 def test_an_ending_before_the_minimum_length_is_rejected() -> None:
-    engine, writer = make([scene("You wake.", ["Run", "Hide"]), scene("The sea takes the city.", ending="bad")],
+    engine, writer = make([scene("You wake.", ["Run for the exit", "Hide behind the crates"]), scene("The sea takes the city.", ending="bad")],
                           min_scenes=4)
     game = run(engine.start("t", "mecha", "A pilot wakes."))
     run(engine.choose(game, 0))
@@ -142,15 +142,15 @@ def test_bad_outputs_are_retried_then_repaired_and_counted() -> None:
     assert len(writer.calls) == 3
     counts = engine.stats.as_dict()["fake/1"]
     assert counts["outputs"] == 3 and counts["parse_failures"] == 2 and counts["repairs"] == 1
-    engine2, _ = make([bad[0], scene("Second try works.", ["Run", "Hide"])])
+    engine2, _ = make([bad[0], scene("Second try works.", ["Run for the exit", "Hide behind the crates"])])
     game2 = run(engine2.start("t", "mecha", "A pilot wakes."))
     assert not game2.current.scene.repaired and game2.current.scene.attempts == 2
 
 
 def test_near_copies_and_blocked_words_are_rejected() -> None:
-    opening = scene("You wake in the hangar.", ["Run", "Hide"])
-    engine, _ = make([opening, opening, scene("Gore everywhere.", ["Run", "Hide"]),
-                      scene("Aoi waves from the catwalk.", ["Wave", "Shout"])],
+    opening = scene("You wake in the hangar.", ["Run for the exit", "Hide behind the crates"])
+    engine, _ = make([opening, opening, scene("Gore everywhere.", ["Run for the exit", "Hide behind the crates"]),
+                      scene("Aoi waves from the catwalk.", ["Wave back at her", "Shout her name"])],
                      checks=CheckRules(block_list=frozenset({"gore"})))
     game = run(engine.start("t", "mecha", "A pilot wakes."))
     run(engine.choose(game, 0))
@@ -210,3 +210,23 @@ def test_the_memory_store_keeps_copies_and_finds_unfinished_games() -> None:
     run(store.add_output_counts({"fake/1": {"outputs": 2}}))
     run(store.add_output_counts({"fake/1": {"outputs": 1}}))
     assert store.counts == {"fake/1": {"outputs": 3}}
+
+
+@pytest.mark.parametrize(("choices", "reason"), [
+    (["Sh", "Ask the cockpit for me the hour before dawn"], "choice length: 'Sh' has 1 word(s), needs 2-20"),
+    (["Climb the ladder", " ".join(["very"] * 21)], "choice length"),
+])
+def test_fragment_choices_are_refused_and_written_again(choices: list[str], reason: str) -> None:
+    # The starter model once offered "Sh" as a choice: a fragment of a word must never reach a player.
+    good = scene("Second try works.", ["Run for the exit", "Hide behind the crates"])
+    engine, writer = make([scene("You wake in the hangar.", choices), good])
+    game = run(engine.start("t", "mecha", "A pilot wakes."))
+    assert game.current.scene.choices == ("Run for the exit", "Hide behind the crates")
+    assert game.current.scene.attempts == 2 and len(writer.calls) == 2
+    rejected = engine.stats.as_dict()["fake/1"]
+    assert rejected["choice length"] == 1
+    from engine.checks import check_output
+
+    with pytest.raises(RejectedOutputError) as caught:
+        check_output(scene("You wake in the hangar.", choices), [], CheckRules())
+    assert reason in caught.value.reason
