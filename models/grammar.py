@@ -26,6 +26,8 @@ from models.tokenizer import token_id
 class GrammarLimits:
     min_narration: int = 24  # tokens before the scene may close
     max_choice_tokens: int = 24
+    # A choice is an action, not a fragment: "Sh" (one token) can never close; the engine's check wants 2 words.
+    min_choice_tokens: int = 3
     min_choices: int = 2
     max_choices: int = 4
 
@@ -82,13 +84,15 @@ class SceneGrammar(LogitsProcessor):
         closing = {self.choice} if count < self.limits.max_choices else set()
         if count >= self.limits.min_choices:
             closing.add(self.end)
-        # Tokens still needed after this one: <|end|>, and a marker plus a word for each missing choice.
-        needed = 1 + 2 * max(0, self.limits.min_choices - count)
+        # Tokens still needed after this one: <|end|>, and a marker plus a short choice for each missing one.
+        needed = 1 + (1 + self.limits.min_choice_tokens) * max(0, self.limits.min_choices - count)
         out_of_room = remaining - 1 <= needed or since >= self.limits.max_choice_tokens
         if out_of_room and count >= self.limits.min_choices:
             return set(), {self.end}
         if out_of_room:
             return set(), {self.choice}
+        if since < self.limits.min_choice_tokens:
+            return None, set()
         return None, closing
 
     def _ending(self, after: list[int]) -> tuple[set[int] | None, set[int]]:
