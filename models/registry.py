@@ -7,7 +7,6 @@ Registry stages are deprecated in MLflow, so the project uses aliases: ``challen
 
 from __future__ import annotations
 
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +27,7 @@ from engine.prompt_format import PROMPT_FORMAT_VERSION, StoryContext, render_pro
 from models import pyfunc_entry
 from models.evaluation import EvalReport, flat_metrics, samples_table
 from models.pretrained import BASES
-from models.storyteller import ADAPTER_DIR, CARD_FILE, Card, Storyteller
+from models.storyteller import ADAPTER_DIR, Card, Storyteller
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -165,17 +164,6 @@ def load_storyteller(target: TrackingTarget, uri: str) -> Storyteller:
     storyteller: Storyteller = model.unwrap_python_model().storyteller
     storyteller.version = label
     return storyteller
-
-
-def download_card(target: TrackingTarget, uri: str) -> Card:
-    """Read a logged model's card without loading its weights."""
-    resolved, _ = resolve(target, uri)
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            local = mlflow.artifacts.download_artifacts(f"{resolved}/artifacts/storyteller/{CARD_FILE}", dst_path=tmp)
-        except MlflowException as exc:
-            raise ModelLoadError(f"model {uri}: no storyteller card ({exc.message})") from exc
-        return Card.from_json(Path(local).read_text(encoding="utf-8"))
 
 
 def log_evaluation(target: TrackingTarget, report: EvalReport, prefix: str, data_digest: str) -> str | None:

@@ -35,11 +35,13 @@ def test_text_statistics() -> None:
 
 
 def test_summary_of_samples() -> None:
-    samples = [Sample("a", "mecha", "s", "act", "ref", "x", True, "", "one two three", 0.5, 0.7),
-               Sample("b", "mecha", "s", "act", "ref", "y", False, "no narration", "four five", 0.1, 0.3)]
+    samples = [Sample("a", "mecha", "s", "act", "ref", "x", True, "", "one two three", ["Run for the exit", "Hide"],
+                      0.5, 0.7),
+               Sample("b", "mecha", "s", "act", "ref", "y", False, "no narration", "four five", [], 0.1, 0.3)]
     metrics = summarise(samples)
     assert metrics["parse_rate"] == 0.5 and metrics["mean_words"] == 2.5
     assert metrics["coherence"] == pytest.approx(0.3) and metrics["reference_coherence"] == pytest.approx(0.5)
+    assert metrics["choice_words"] == 2.5 and metrics["choices_in_range"] == 0.5 and metrics["second_person"] == 0.0
 
 
 def test_minilm_embeds_offline(minilm: MiniLM) -> None:

@@ -29,7 +29,7 @@ def test_the_shipped_starter_registers_as_champion_and_writes_a_scene_that_passe
 
     registered = register_release(release, fresh_tracking, MODEL)
     client = MlflowClient(fresh_tracking.uri)
-    assert client.get_model_version_by_alias(MODEL, CHAMPION).version == registered.version
+    assert str(client.get_model_version_by_alias(MODEL, CHAMPION).version) == registered.version
     tags = client.get_model_version(MODEL, registered.version).tags
     assert tags["cyoa.release"] == release.name and tags["cyoa.base"] == "smollm2"
     assert tags["cyoa.release_command"] == release.command and tags["cyoa.adapter"] == "True"
