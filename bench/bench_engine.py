@@ -23,12 +23,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 async def measure(rounds: int, vote_seconds: float) -> dict[str, float]:
     from cyoa.play import bundled_premises
     from cyoa.settings import Settings
+    from engine.queue import BatchingWriter
     from engine.turns import EngineRules, StoryEngine
     from models.writer import ModelWriter
 
     settings = Settings()
-    writer = await ModelWriter.load(settings.tracking, settings.model_uri("champion"))
-    engine = StoryEngine(writer, EngineRules(max_scenes=50, min_scenes=50), bundled_premises(), seed=7)
+    writer = await ModelWriter.load(settings.tracking, settings.model_uri("champion"), settings.decoding())
+    # The engine writes a scene's branches as separate requests; the queue batches them, as in the frontends.
+    queue = BatchingWriter(writer, max_batch=settings.decoder_slots)
+    engine = StoryEngine(queue, EngineRules(max_scenes=50, min_scenes=50), bundled_premises(), seed=7)
     on_demand, pregenerated, batched, sequential = [], [], [], []
     for _ in range(rounds):
         game = await engine.start("bench", "mecha")

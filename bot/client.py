@@ -8,16 +8,18 @@ reactions (the votes and ratings). No privileged intent is used: slash commands 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import uuid
 from collections.abc import Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.render import NUMBERS, scene_embed, timestamp
+from bot.render import NUMBERS, draft_embed, scene_embed, timestamp
 from engine.background import Background
 from engine.errors import CyoaError
 from engine.game import Game
@@ -42,11 +44,79 @@ class Watcher(Protocol):
     async def run(self) -> None: ...
 
 
+# Discord allows about five edits of a message in five seconds; one each 1.5 s stays well inside that and
+# leaves room for the reactions and the other games in the channel.
+DRAFT_EDIT_SECONDS = 1.5
+
+
+@dataclass
+class _Draft:
+    """A scene being streamed into one channel: its message, the newest text, and what was shown when."""
+
+    channel_id: int
+    text: str = ""
+    shown: str | None = None
+    message: discord.Message | None = None
+    shown_at: float = -DRAFT_EDIT_SECONDS
+    task: asyncio.Task[None] | None = None
+
+
 class DiscordPresenter:
-    """``engine.ports.Presenter`` for Discord: a scene is an embed in its channel, voted on with 1️⃣-4️⃣."""
+    """``engine.ports.Presenter`` for Discord: a scene is an embed in its channel, voted on with 1️⃣-4️⃣.
+
+    A scene written on demand is streamed: one message, posted with its first words and edited at most every
+    ``DRAFT_EDIT_SECONDS``; when the scene is complete and checked, that message becomes the scene (choices,
+    then reactions). A draft taken back (the scene failed its checks) is edited back to "writing…"."""
 
     def __init__(self, bot: CyoaBot) -> None:
         self.bot = bot
+        self.drafts: dict[str, _Draft] = {}
+
+    def draft(self, place: str, text: str | None) -> None:
+        if text is None:
+            self.bot.spawn(self._remove_draft(place))
+            return
+        draft = self.drafts.setdefault(place, _Draft(channel_of(place)))
+        draft.text = text
+        if draft.task is None or draft.task.done():
+            draft.task = self.bot.spawn(self._stream(draft))
+
+    async def _stream(self, draft: _Draft) -> None:
+        """Show the newest text, waiting out the edit interval, until what is shown is the newest."""
+        loop = asyncio.get_running_loop()
+        while draft.shown != draft.text:
+            wait = draft.shown_at + DRAFT_EDIT_SECONDS - loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            text = draft.text
+            try:
+                if draft.message is None:
+                    channel = self.bot.get_channel(draft.channel_id) or await self.bot.fetch_channel(draft.channel_id)
+                    if not isinstance(channel, discord.abc.Messageable):
+                        return
+                    draft.message = await channel.send(embed=draft_embed(text))
+                else:
+                    await draft.message.edit(embed=draft_embed(text))
+            except discord.HTTPException as exc:  # a lost edit only delays the text; the scene still shows
+                log.warning("could not stream a scene into channel %s: %s", draft.channel_id, exc)
+            draft.shown, draft.shown_at = text, loop.time()
+
+    async def _remove_draft(self, place: str) -> None:
+        message = await self._take_draft(place)
+        if message is not None:
+            with contextlib.suppress(discord.HTTPException):
+                await message.delete()
+
+    async def _take_draft(self, place: str) -> discord.Message | None:
+        """The place's draft message, its streaming stopped, to become the scene's message."""
+        draft = self.drafts.pop(place, None)
+        if draft is None:
+            return None
+        if draft.task is not None and not draft.task.done():
+            draft.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await draft.task
+        return draft.message
 
     async def _channel(self, game: Game) -> discord.abc.Messageable:
         channel_id = channel_of(game.place)
@@ -56,7 +126,14 @@ class DiscordPresenter:
         return channel
 
     async def show(self, game: Game) -> str | None:
-        message = await (await self._channel(game)).send(embed=scene_embed(game))
+        message = await self._take_draft(game.place)
+        if message is not None:
+            try:
+                message = await message.edit(embed=scene_embed(game))
+            except discord.HTTPException:  # the draft was deleted meanwhile: the scene gets a new message
+                message = None
+        if message is None:
+            message = await (await self._channel(game)).send(embed=scene_embed(game))
         if not game.ended:
             # One reaction at a time, in the background: discord.py waits out the reaction rate limit.
             self.bot.spawn(self._add_reactions(message, len(game.current.scene.choices)))

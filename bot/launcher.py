@@ -70,15 +70,20 @@ def main() -> None:
         raise ConfigError(NO_TOKEN)
     token = settings.discord_token.get_secret_value().strip()
 
+    decoding = settings.decoding()
+
+    def wrap(writer: SceneWriter) -> SceneWriter:
+        return BatchingWriter(writer, max_batch=settings.decoder_slots)
+
     async def load(version: str) -> SceneWriter:
-        return BatchingWriter(await ModelWriter.load(settings.tracking, f"models:/{version}"))
+        return wrap(await ModelWriter.load(settings.tracking, f"models:/{version}", decoding))
 
     async def session() -> None:
         async with SQLiteGameStore(settings.games_db) as store:
-            champion = BatchingWriter(await ModelWriter.load(settings.tracking, settings.model_uri("champion")))
+            champion = wrap(await ModelWriter.load(settings.tracking, settings.model_uri("champion"), decoding))
             writers = Writers(champion, loader=load, challenger_share=settings.challenger_share)
             watcher = ChampionWatcher(writers, settings.tracking, settings.model_name, settings.reload_seconds,
-                                      wrap=BatchingWriter)
+                                      wrap=wrap, decoding=decoding)
             await watcher.check()  # the challenger, if games are to be shared with it
             log.info("storyteller %s in service (challenger: %s, %.0f%% of new games)", writers.champion,
                      writers.challenger or "none", 100 * settings.challenger_share)

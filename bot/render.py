@@ -51,6 +51,14 @@ def scene_embed(game: Game) -> discord.Embed:
     return embed
 
 
+def draft_embed(text: str) -> discord.Embed:
+    """A scene still being written: its narration so far; the choices come when it is complete and checked."""
+    embed = discord.Embed(title="The storyteller is writing…", description=(text or "…")[:EMBED_TEXT],
+                          colour=discord.Colour.dark_grey())
+    embed.set_footer(text="the choices appear when the scene is finished")
+    return embed
+
+
 def status_embed(game: Game) -> discord.Embed:
     shown = game.current
     embed = discord.Embed(title=f"{genre_name(game.genre)} adventure · {game.status}",

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.live import Live
 from rich.panel import Panel
 from rich.table import Table
 
@@ -23,6 +24,7 @@ from engine.errors import CyoaError
 from engine.game import Game, GameStatus, Rating
 from engine.genres import GENRE_IDS, GENRES
 from engine.ports import SceneWriter
+from engine.queue import BatchingWriter
 from engine.turns import EngineRules, Premise, StoryEngine
 from engine.writers import Writers
 
@@ -52,6 +54,28 @@ def show(game: Game) -> None:
     console.print(Panel(body, title=title, subtitle="repaired scene" if scene.repaired else None))
 
 
+class Draft:
+    """A scene being written on demand, shown as it grows in a panel that vanishes when the checked scene is
+    shown in its place (or taken back, when an attempt fails its checks and starts again)."""
+
+    def __init__(self, title: str) -> None:
+        self.title = title
+        self.live = Live(self._panel(""), console=console, transient=True, refresh_per_second=15)
+
+    def _panel(self, text: str) -> Panel:
+        return Panel(text or "[dim]…[/]", title=f"[dim]{self.title}[/]")
+
+    def __call__(self, text: str) -> None:
+        self.live.update(self._panel(text))
+
+    def __enter__(self) -> Draft:
+        self.live.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.live.stop()
+
+
 async def ask(prompt: str) -> str | None:
     """Read a line on a worker thread, so pre-generation goes on while the player reads; None at end of input."""
     try:
@@ -75,8 +99,8 @@ async def pick_game(store: SQLiteGameStore, engine: StoryEngine, genre: str | No
         if genre is not None and genre not in GENRE_IDS:
             raise CyoaError(f"unknown genre {genre!r}")
         premise = await ask("premise, one sentence (Enter for one of the bundled stories'): ") or None
-    with console.status("the storyteller is writing the opening…"):
-        return await engine.start(PLACE, genre, premise, ["you"])
+    with Draft("the storyteller is writing the opening…") as draft:
+        return await engine.start(PLACE, genre, premise, ["you"], progress=draft)
 
 
 async def persist(engine: StoryEngine, store: SQLiteGameStore, game: Game) -> None:
@@ -113,8 +137,8 @@ async def apply(engine: StoryEngine, game: Game, answer: str) -> None:
     """One command from the player."""
     lowered = answer.lower()
     if lowered in {"r", "retry"}:
-        with console.status("writing this scene again…"):
-            await engine.retry(game)
+        with Draft("writing this scene again…") as draft:
+            await engine.retry(game, draft)
     elif lowered in {"u", "undo"}:
         await engine.undo(game)
     elif (rating := RATING.fullmatch(lowered)) is not None:
@@ -125,8 +149,8 @@ async def apply(engine: StoryEngine, game: Game, answer: str) -> None:
                                    model_version=game.current.scene.model_version))
         console.print(f"rated scene {len(game.path)}: {'★' * stars}")
     elif answer.isdigit():
-        with console.status("the storyteller is writing…"):
-            await engine.choose(game, int(answer) - 1)
+        with Draft("the storyteller is writing…") as draft:
+            await engine.choose(game, int(answer) - 1, draft)
     else:
         raise CyoaError(f"{answer!r}? {HELP}")
 
@@ -160,21 +184,28 @@ def play(
         list_games(store_path)
         return
 
+    decoding = settings.decoding()
+
+    def wrap(writer: SceneWriter) -> SceneWriter:
+        # A scene's branches are separate requests, most voted first: the queue batches them into one call.
+        return BatchingWriter(writer, max_batch=settings.decoder_slots)
+
     async def load(version: str) -> SceneWriter:
         with console.status(f"loading the storyteller ({version})…"):
-            return await ModelWriter.load(settings.tracking, f"models:/{version}")
+            return wrap(await ModelWriter.load(settings.tracking, f"models:/{version}", decoding))
 
     async def session() -> None:
         async with SQLiteGameStore(store_path) as store:
             chosen = await store.load(game) if game else None
             uri = model or settings.model_uri("champion")
             with console.status(f"loading the storyteller ({uri})…"):
-                writer = await ModelWriter.load(settings.tracking, uri)
+                writer = wrap(await ModelWriter.load(settings.tracking, uri, decoding))
             # A resumed game keeps the version that began it (loaded on demand); new games get the champion,
             # which the watcher follows while you play (unless --model fixed the model).
             writers = Writers(writer, loader=load)
             watcher = None if model else ChampionWatcher(writers, settings.tracking, settings.model_name,
-                                                         settings.reload_seconds, follow_challenger=False)
+                                                         settings.reload_seconds, wrap=wrap,
+                                                         follow_challenger=False, decoding=decoding)
             rules = EngineRules(checks=CheckRules(block_list=settings.blocked_words))
             # Reading and validating 64 story files is file I/O: off the event loop.
             engine = StoryEngine(writers, rules, premises=await asyncio.to_thread(bundled_premises))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -11,6 +11,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from data import STORIES_DIR
 from data.tracking import TrackingTarget
 from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from models.fast_job import Decoding
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -36,6 +39,13 @@ class Settings(BaseSettings):
     challenger_share: float = Field(default=0.0, ge=0.0, le=1.0,
                                     description="share of new games the @challenger writes (0: off)")
     reload_seconds: float = Field(default=60.0, gt=0, description="how often the bot looks for a new champion")
+    decoder: Literal["auto", "llama.cpp", "transformers"] = Field(
+        default="auto", description="which path writes scenes: llama.cpp (fast), transformers, or auto (llama.cpp "
+        "when the model converts and llama-cpp-python is installed)")
+    gguf_weights: Literal["q8_0", "f16", "f32"] = Field(
+        default="q8_0", description="weight type of the GGUF file the llama.cpp path converts each version to")
+    decoder_slots: int = Field(default=8, ge=1, le=64,
+                               description="scenes the llama.cpp path writes together in one batch")
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN",
                                             description="the bot's token from the Discord developer portal")
 
@@ -77,6 +87,12 @@ class Settings(BaseSettings):
     def bases(self) -> Path:
         """Pretrained bases converted from their packages (models.pretrained), once per folder."""
         return self.bases_dir or self.home / "bases"
+
+    def decoding(self) -> Decoding:
+        """How the model writes (``models.fast_job.Decoding``); GGUF files are cached in $CYOA_HOME/gguf."""
+        from models.fast_job import Decoding  # imported here: models pulls in torch
+
+        return Decoding(self.decoder, self.gguf_weights, self.decoder_slots, self.home / "gguf")
 
     def model_uri(self, alias: str) -> str:
         return f"models:/{self.model_name}@{alias}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,7 +31,14 @@ class FakeWriter:
 
     async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
         self.calls.append(list(requests))
-        return [WrittenScene(self._answer(request), self._version) for request in requests]
+        answers = [self._answer(request) for request in requests]
+        for request, answer in zip(requests, answers, strict=True):
+            if request.on_text is not None:  # streams as a real writer does: the answer so far, word by word
+                words = answer.split(" ")
+                for count in range(1, len(words) + 1):
+                    request.on_text(" ".join(words[:count]))
+                    await asyncio.sleep(0)
+        return [WrittenScene(answer, self._version) for answer in answers]
 
     def _answer(self, request: WriteRequest) -> str:
         if self.script:

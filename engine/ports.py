@@ -3,23 +3,52 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.game import Game
 from engine.prompt_format import StoryContext
+
+WAITING = 0  # the urgency of a scene a player is waiting for; a branch written in advance ranks 1, 2, ...
+
+
+def _waiting() -> int:
+    return WAITING
+
+
+@dataclass(eq=False)
+class Priority:
+    """How soon a request should be written, read by a scheduling writer (``engine.queue.BatchingWriter``)
+    each time it picks its next batch, so a branch moves up or down as the vote on its scene changes.
+
+    ``urgency``: 0 when a player is waiting for the scene, else 1 + the branch's place in its vote (1: the
+    leading choice). ``started`` is set by the writer when the request goes to the model; ``dropped`` by the
+    engine when the request is not wanted any more (its vote closed on another choice): a dropped request
+    that has not started is never written."""
+
+    urgency: Callable[[], int] = _waiting
+    started: bool = False
+    dropped: bool = False
+
+
+TextCallback = Callable[[str], None]
 
 
 @dataclass(frozen=True)
 class WriteRequest:
     """One scene to write. ``must_end``: the story has reached its maximum length, so the answer must be an
     ending; ``may_end`` false: the story is too young to end. A constrained writer enforces both; the engine
-    checks every writer's answer against them."""
+    checks every writer's answer against them.
+
+    ``priority``: how soon (see ``Priority``; none: as soon as possible). ``on_text``: a writer that can
+    stream calls it, on the event loop, with the raw answer so far as it grows (the cold path shows it)."""
 
     context: StoryContext
     must_end: bool = False
     may_end: bool = True
+    priority: Priority | None = field(default=None, compare=False)
+    on_text: TextCallback | None = field(default=None, compare=False)
 
 
 @dataclass(frozen=True)
@@ -81,6 +110,13 @@ class Presenter(Protocol):
     async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
         """The votes the players still show on the current scene (the reactions on its message), by player;
         ``None`` when they cannot be read. A restart reconciles the stored votes with these."""
+        ...
+
+    def draft(self, place: str, text: str | None) -> None:
+        """A scene being written on demand in ``place``, as far as it is written (``""``: what was shown is
+        taken back, the scene starts again; ``None``: the writing failed, remove the draft). Called for every
+        token: the presenter decides how often it shows it; the next ``show`` of the place's game replaces
+        the draft with the checked scene."""
         ...
 
     async def vote_extended(self, game: Game) -> None:

@@ -175,3 +175,17 @@ def parse_output(text: str) -> ParsedScene:
         if any(marker in choice for choice in choices for marker in SPECIAL_TOKENS):
             raise MalformedOutputError("a story marker inside a choice", text)
     return ParsedScene(narration, choices, ending)
+
+
+def partial_narration(text: str) -> str:
+    """The narration of an answer still being written, as far as it can be shown: everything after the scene
+    marker and before the choices, the ending or any other marker (markers never reach a player)."""
+    body = text.lstrip().removeprefix(SCENE)
+    cut = min((body.index(marker) for marker in SPECIAL_TOKENS if marker in body), default=len(body))
+    body = body[:cut]
+    for marker in SPECIAL_TOKENS:  # a marker half-decoded at the end ("<|cho") is not shown either
+        for size in range(len(marker) - 1, 0, -1):
+            if body.endswith(marker[:size]):
+                body = body[: -size]
+                break
+    return body.strip()

@@ -136,7 +136,10 @@ class Tables:
         self._starting.add(place)  # held while the opening is written, so two starts cannot race
         try:
             game = await self.engine.start(place, genre, premise, players=[player], owner=player,
-                                           block_words=settings.block_words)
+                                           block_words=settings.block_words, progress=self._draft(place))
+        except BaseException:
+            self.presenter.draft(place, None)
+            raise
         finally:
             self._starting.discard(place)
         self.games[place] = game
@@ -156,7 +159,8 @@ class Tables:
 
     async def retry(self, place: str, player: str, manager: bool = False) -> Game:
         """Write the current scene again and put it to a new vote."""
-        return await self._steer(place, player, manager, "retry", self.engine.retry)
+        return await self._steer(place, player, manager, "retry",
+                                 lambda game: self.engine.retry(game, self._draft(game.place)))
 
     async def undo(self, place: str, player: str, manager: bool = False) -> Game:
         """Go back to the previous scene and open its vote again."""
@@ -170,6 +174,7 @@ class Tables:
             try:
                 await step(game)
             except BaseException:
+                self.presenter.draft(place, None)
                 self._schedule(game)  # the scene and its vote stay as they were
                 raise
             await self._present(game)
@@ -231,9 +236,10 @@ class Tables:
             await self.presenter.vote_extended(game)
             return
         try:
-            await self.engine.choose(game, result.choice)
+            await self.engine.choose(game, result.choice, self._draft(game.place))
         except CyoaError as exc:
             # Nothing was taken (the storyteller was busy, say): the vote opens again, with its votes.
+            self.presenter.draft(game.place, None)
             votes = list(game.current.votes)
             open_vote(game, settings.vote_rules, self.clock())
             game.current.votes = votes
@@ -242,6 +248,10 @@ class Tables:
             await self.presenter.failed(game, str(exc))
             return
         await self._present(game)
+
+    def _draft(self, place: str) -> Callable[[str], None]:
+        """The cold path's progress callback: the presenter shows the scene being written in ``place``."""
+        return lambda text: self.presenter.draft(place, text)
 
     async def _close_at(self, game: Game, deadline: datetime) -> None:
         delay = (deadline - self.clock()).total_seconds()

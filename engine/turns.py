@@ -11,15 +11,16 @@ import contextlib
 import random
 import re
 import uuid
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 
 from engine.checks import CheckRules, OutputStats, check_output, check_player_text
 from engine.errors import GameRuleError, RejectedOutputError, StorytellerBusyError
 from engine.game import Game, GameStatus, Shown, Written
 from engine.genres import GENRE_IDS
-from engine.ports import SceneWriter, WriteRequest
-from engine.prompt_format import StoryContext, Turn
+from engine.ports import WAITING, Priority, SceneWriter, WriteRequest
+from engine.prompt_format import StoryContext, Turn, partial_narration
 from engine.story import EndingKind
 from engine.writers import Writers
 
@@ -61,6 +62,30 @@ def rolling_summary(turns: Sequence[Turn], max_words: int) -> str:
     return " ".join(parts)
 
 
+Progress = Callable[[str], None]  # the narration so far of a scene being written on demand
+
+
+def _waiting_now() -> int:
+    return WAITING
+
+
+@dataclass
+class _Branches:
+    """The branches of one shown scene being written in advance: a task and a priority per choice."""
+
+    shown: Shown
+    tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
+    priorities: dict[int, Priority] = field(default_factory=dict)
+
+    def urgency_of(self, choice: int) -> Callable[[], int]:
+        """1 + the choice's place in the vote as it stands (most votes first, then the lower number)."""
+        def urgency() -> int:
+            counts = Counter(vote.choice for vote in self.shown.votes)
+            order = sorted(range(len(self.shown.scene.choices)), key=lambda c: (-counts.get(c, 0), c))
+            return 1 + order.index(choice)
+        return urgency
+
+
 class StoryEngine:
     def __init__(self, writer: SceneWriter | Writers, rules: EngineRules | None = None,
                  premises: Sequence[Premise] = (), stats: OutputStats | None = None, seed: int | None = None) -> None:
@@ -71,6 +96,7 @@ class StoryEngine:
         self.stats = stats or OutputStats()
         self.random = random.Random(seed)
         self._pregeneration: dict[str, asyncio.Task[dict[int, Written]]] = {}
+        self._branches: dict[str, _Branches] = {}  # by game id: the branches of its current scene in progress
 
     @property
     def writer(self) -> SceneWriter:
@@ -93,17 +119,25 @@ class StoryEngine:
                             rolling_summary(older, self.rules.summary_words), tuple(recent))
 
     # --- writing ------------------------------------------------------------------------------
-    async def write_checked(self, game: Game, requests: Sequence[WriteRequest]) -> list[Written]:
+    async def write_checked(self, game: Game, requests: Sequence[WriteRequest],
+                            progress: Progress | None = None) -> list[Written]:
         """Write every request in one batched call; answers that fail a check are written again (only those,
-        again batched) up to ``max_attempts`` times, then replaced by a clearly marked repair."""
+        again batched) up to ``max_attempts`` times, then replaced by a clearly marked repair.
+
+        ``progress`` (one request only): called with the narration so far while a streaming writer writes it,
+        and with ``""`` when an attempt starts again (what was shown must be taken back)."""
         earlier = [shown.scene.narration for shown in game.path]
         checks = self.checks_for(game)
         writer = await self.writers.for_version(game.model_version)
         results: list[Written | None] = [None] * len(requests)
         todo = list(range(len(requests)))
+        if progress is not None and len(requests) == 1:
+            requests = [replace(requests[0], on_text=lambda text: progress(partial_narration(text)))]
         for attempt in range(1, self.rules.max_attempts + 1):
             if not todo:
                 break
+            if progress is not None and attempt > 1:
+                progress("")
             answers = await writer.write([requests[i] for i in todo])
             failed = []
             for index, answer in zip(todo, answers, strict=True):
@@ -150,7 +184,7 @@ class StoryEngine:
     # --- turns --------------------------------------------------------------------------------
     async def start(self, place: str, genre: str | None = None, premise: str | None = None,
                     players: Sequence[str] = (), lore: Sequence[str] = (), owner: str | None = None,
-                    block_words: Sequence[str] = ()) -> Game:
+                    block_words: Sequence[str] = (), progress: Progress | None = None) -> Game:
         """A new game: genre and premise as given, or drawn from the known premises. ``block_words`` are
         banned in this game on top of the global block list (a server's additions)."""
         checks = self.rules.checks.with_words(block_words)
@@ -169,7 +203,7 @@ class StoryEngine:
         game = Game(id=uuid.uuid4().hex[:12], place=place, players=list(players), genre=genre or "fantasy",
                     premise=premise, lore=list(lore), model_version=self.writers.for_new_game().model_version,
                     max_scenes=self.rules.max_scenes, owner=owner, block_words=list(block_words))
-        [opening] = await self.write_checked(game, [self.request(game, 0, None)])
+        [opening] = await self.write_checked(game, [self.request(game, 0, None)], progress)
         self._show(game, opening)
         return game
 
@@ -183,16 +217,40 @@ class StoryEngine:
         return [self.request(game, len(game.path), choice) for choice in game.current.scene.choices]
 
     async def pregenerate(self, game: Game) -> dict[int, Written]:
-        """Write the next scene for every choice of the current scene in one batched call, and keep them as
-        the scene's branches. The branches not taken stay in the game (preference data later)."""
-        if game.status != GameStatus.WAITING or game.current.branches:
-            return game.current.branches
+        """Write the next scene for every choice of the current scene in advance, one request per branch, each
+        as urgent as its choice's place in the vote (the leading choice first, re-read whenever a scheduling
+        writer picks its next batch). The branches not taken stay in the game (preference data later)."""
+        shown = game.current
+        if game.status != GameStatus.WAITING:
+            return shown.branches
+        todo = [c for c in range(len(shown.scene.choices)) if c not in shown.branches]
+        if not todo:
+            return shown.branches
+        branches = _Branches(shown)
+        self._branches[game.id] = branches
+        requests = self.requests_for_branches(game)
+        for choice in todo:
+            priority = Priority(urgency=branches.urgency_of(choice))
+            request = replace(requests[choice], priority=priority)
+            branches.priorities[choice] = priority
+            branches.tasks[choice] = asyncio.get_running_loop().create_task(self._write_branch(game, choice, request))
         try:
-            written = await self.write_checked(game, self.requests_for_branches(game))
+            await asyncio.wait(branches.tasks.values())
+        except asyncio.CancelledError:  # the scene was retried, undone or ended: its branches are not wanted
+            for task in branches.tasks.values():
+                task.cancel()
+            raise
+        if self._branches.get(game.id) is branches:
+            del self._branches[game.id]
+        return shown.branches
+
+    async def _write_branch(self, game: Game, choice: int, request: WriteRequest) -> None:
+        shown = game.current
+        try:
+            [written] = await self.write_checked(game, [request])
         except StorytellerBusyError:
-            return {}  # no branches in advance this time; the chosen one is written when it is chosen
-        game.current.branches = dict(enumerate(written))
-        return game.current.branches
+            return  # no branch in advance this time; it is written when chosen, if it is chosen
+        shown.branches[choice] = written
 
     def start_pregeneration(self, game: Game) -> asyncio.Task[dict[int, Written]]:
         """Start ``pregenerate`` in the background (call it as soon as a scene is shown)."""
@@ -202,21 +260,38 @@ class StoryEngine:
             self._pregeneration[game.id] = task
         return task
 
-    async def choose(self, game: Game, choice: int) -> Game:
+    async def _take_branch(self, game: Game, choice: int) -> Written | None:
+        """The chosen branch: the others that have not started are dropped (those written, or being written,
+        are kept as preference data); the chosen one, if still queued, becomes as urgent as a waiting player."""
+        branches = self._branches.get(game.id)
+        task = self._pregeneration.pop(game.id, None)
+        if branches is not None and branches.shown is game.current:
+            for other, priority in branches.priorities.items():
+                if other != choice and not priority.started:
+                    priority.dropped = True
+                    branches.tasks[other].cancel()
+            if choice in branches.priorities:
+                branches.priorities[choice].urgency = _waiting_now
+            mine = branches.tasks.get(choice)
+            if mine is not None:
+                await asyncio.wait([mine])
+        elif task is not None:
+            await asyncio.wait([task])
+        return game.current.branches.get(choice)
+
+    async def choose(self, game: Game, choice: int, progress: Progress | None = None) -> Game:
         """Take a choice: the pre-generated branch if there is one (waiting only for what is left of its
-        writing), else the next scene written now."""
+        writing), else the next scene written now (``progress`` sees its narration grow)."""
         self._check_waiting(game)
         options = game.current.scene.choices
         if not 0 <= choice < len(options):
             raise GameRuleError(f"choice {choice + 1} does not exist; pick 1-{len(options)}")
-        task = self._pregeneration.pop(game.id, None)
-        if task is not None:
-            await task
-        written = game.current.branches.get(choice)
+        written = await self._take_branch(game, choice)
         if written is None:
             game.status = GameStatus.WRITING
             try:
-                [written] = await self.write_checked(game, [self.request(game, len(game.path), options[choice])])
+                [written] = await self.write_checked(game, [self.request(game, len(game.path), options[choice])],
+                                                     progress)
             except BaseException:
                 game.status = GameStatus.WAITING  # nothing was taken: the choice can be made again
                 raise
@@ -225,7 +300,7 @@ class StoryEngine:
         self._show(game, written)
         return game
 
-    async def retry(self, game: Game) -> Game:
+    async def retry(self, game: Game, progress: Progress | None = None) -> Game:
         """Write the current scene again (a new sample); the old one is kept as a rejected version."""
         if game.status == GameStatus.WRITING:
             raise GameRuleError("the next scene is still being written")
@@ -236,7 +311,7 @@ class StoryEngine:
         request = self.request(game, scene_number, action)
         current = game.path.pop()
         try:
-            [written] = await self.write_checked(game, [request])
+            [written] = await self.write_checked(game, [request], progress)
         except BaseException:
             game.path.append(current)  # the scene stays as it was
             raise
@@ -272,6 +347,10 @@ class StoryEngine:
             await asyncio.wait(tasks)
 
     async def _cancel_pregeneration(self, game: Game) -> None:
+        branches = self._branches.pop(game.id, None)
+        if branches is not None:
+            for priority in branches.priorities.values():
+                priority.dropped = True
         task = self._pregeneration.pop(game.id, None)
         if task is not None and not task.done():
             task.cancel()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
@@ -49,6 +50,7 @@ class SceneGrammar(LogitsProcessor):
                       *tokenizer.all_special_ids):
             if extra is not None:
                 self.markers.add(int(extra))
+        self._marker_ids = np.array(sorted(self.markers), dtype=np.int64)
         self.kinds = [tuple(tokenizer(str(kind), add_special_tokens=False)["input_ids"]) for kind in EndingKind]
         # Room kept at the end of the narration for the choices: two of about ten tokens, and their markers.
         self.reserve = 2 * 10 + 4
@@ -101,19 +103,24 @@ class SceneGrammar(LogitsProcessor):
         done = len(after)
         return {kind[done] for kind in self.kinds if len(kind) > done and kind[:done] == tuple(after)}, set()
 
+    def keep_mask(self, generated: list[int], size: int, must_end: bool = False, may_end: bool = True) -> np.ndarray:
+        """The tokens that may come next, as a boolean row over a vocabulary of ``size`` (every decoding path,
+        transformers' or llama.cpp's, masks with this one rule)."""
+        only, allowed_markers = self.allowed(generated, must_end, may_end)
+        if only is None:  # any text token, plus the allowed markers
+            keep = np.ones(size, dtype=bool)
+            keep[self._marker_ids] = False
+        else:
+            keep = np.zeros(size, dtype=bool)
+            only = only | allowed_markers
+        keep[list(allowed_markers if only is None else only)] = True
+        return keep
+
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
-        blocked = torch.full_like(scores, float("-inf"))
-        markers = torch.tensor(sorted(self.markers), dtype=torch.long)
         for row in range(input_ids.shape[0]):
             must_end = row < len(self.must_end) and self.must_end[row]
             may_end = row >= len(self.may_end) or self.may_end[row]
-            only, allowed_markers = self.allowed(input_ids[row, self.start:].tolist(), must_end, may_end)
-            if only is None:  # any text token, plus the allowed markers
-                keep = torch.ones(scores.shape[1], dtype=torch.bool)
-                keep[markers] = False
-                keep[list(allowed_markers)] = True
-            else:
-                keep = torch.zeros(scores.shape[1], dtype=torch.bool)
-                keep[list(only | allowed_markers)] = True
-            scores[row] = torch.where(keep, scores[row], blocked[row])
+            keep = torch.from_numpy(self.keep_mask(input_ids[row, self.start:].tolist(), scores.shape[1], must_end,
+                                                   may_end))
+            scores[row] = scores[row].masked_fill(~keep, float("-inf"))
         return scores

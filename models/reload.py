@@ -16,6 +16,7 @@ from data.tracking import TrackingTarget
 from engine.errors import CyoaError
 from engine.ports import SceneWriter
 from engine.writers import Writers
+from models.fast_job import Decoding
 from models.registry import version_by_alias
 from models.writer import ModelWriter
 
@@ -37,6 +38,7 @@ class ChampionWatcher:
     failed: dict[str, str] = field(default_factory=dict)  # versions that would not load, and why
     on_change: Callable[[str, str], None] | None = None  # (alias, version), e.g. to tell the operator
     follow_challenger: bool = True  # False where new games never go to the challenger (the terminal)
+    decoding: Decoding | None = None  # how a new version writes (default: transformers)
 
     async def _alias(self, alias: str) -> str | None:
         found = await asyncio.to_thread(version_by_alias, self.target, self.model_name, alias)
@@ -49,7 +51,7 @@ class ChampionWatcher:
         if held is not None:
             return held
         try:
-            writer = self.wrap(await ModelWriter.load(self.target, f"models:/{version}"))
+            writer = self.wrap(await ModelWriter.load(self.target, f"models:/{version}", self.decoding))
         except CyoaError as exc:
             self.failed[version] = str(exc)
             log.error("model version %s failed to load, the current one stays in service: %s", version, exc)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -26,6 +26,7 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.generation.streamers import BaseStreamer
 
 from engine.errors import BaseModelError, ModelLoadError
 from engine.prompt_format import END, PAD, PROMPT_FORMAT_VERSION, StoryContext
@@ -171,13 +172,13 @@ class Storyteller:
     # --- writing ------------------------------------------------------------------------------
     def write(self, contexts: Sequence[StoryContext], sampling: Sampling | None = None,
               seed: int | None = None, must_end: Sequence[bool] | None = None,
-              may_end: Sequence[bool] | None = None) -> list[str]:
+              may_end: Sequence[bool] | None = None, on_text: Callable[[int, str], None] | None = None) -> list[str]:
         """Write the next scene for every context in one batched ``generate`` call. ``must_end`` / ``may_end``
         mark the contexts whose answer must / must not be an ending (the grammar enforces them when decoding
-        is constrained)."""
+        is constrained); ``on_text`` sees each (row, answer so far) as it grows."""
         sampling = sampling or self.sampling
         prompts = generation_prompts(self.tokenizer, contexts, self.window, sampling.max_new_tokens, self.seq2seq)
-        return self.generate(prompts, sampling, seed, must_end, may_end)
+        return self.generate(prompts, sampling, seed, must_end, may_end, on_text)
 
     def generate_from_text(self, prompts: Sequence[str], sampling: Sampling | None = None,
                            seed: int | None = None) -> list[str]:
@@ -189,7 +190,8 @@ class Storyteller:
 
     @torch.no_grad()
     def generate(self, prompts: Sequence[list[int]], sampling: Sampling, seed: int | None = None,
-                 must_end: Sequence[bool] | None = None, may_end: Sequence[bool] | None = None) -> list[str]:
+                 must_end: Sequence[bool] | None = None, may_end: Sequence[bool] | None = None,
+                 on_text: Callable[[int, str], None] | None = None) -> list[str]:
         if not prompts:
             return []
         width = max(len(p) for p in prompts)
@@ -214,6 +216,7 @@ class Storyteller:
                 top_p=sampling.top_p, repetition_penalty=sampling.repetition_penalty,
                 max_new_tokens=sampling.max_new_tokens, eos_token_id=self.end_id, pad_token_id=self.pad_id,
                 logits_processor=LogitsProcessorList([grammar] if sampling.constrained else []),
+                streamer=_RowStreamer(self, len(prompts), on_text) if on_text is not None else None,
             )
         new_tokens = output if self.seq2seq else output[:, width:]
         return [self._decode(row.tolist()) for row in new_tokens]
@@ -228,6 +231,29 @@ class Storyteller:
             if token and token != END:
                 text = text.replace(token, "")
         return text.strip()
+
+
+class _RowStreamer(BaseStreamer):
+    """transformers' streamer protocol for a batch: each new step's tokens, one per row, go to ``on_text`` as
+    that row's answer so far (its first ``put`` is the prompt, skipped)."""
+
+    def __init__(self, teller: Storyteller, rows: int, on_text: Callable[[int, str], None]) -> None:
+        self.teller = teller
+        self.on_text = on_text
+        self.written: list[list[int]] = [[] for _ in range(rows)]
+        self.prompt_seen = False
+
+    def put(self, value: torch.Tensor) -> None:
+        if not self.prompt_seen:
+            self.prompt_seen = True
+            return
+        for row, token in enumerate(value.reshape(-1).tolist()[: len(self.written)]):
+            if self.teller.end_id not in self.written[row]:
+                self.written[row].append(int(token))
+                self.on_text(row, self.teller._decode(self.written[row]))
+
+    def end(self) -> None:
+        pass
 
 
 def _with_adapter(loader: Any, base: Path, adapter: Path, vocab: int, trainable: bool) -> Any:

@@ -1,33 +1,69 @@
-"""The engine's ``SceneWriter``, backed by a loaded storyteller: one model serves every game."""
+"""The engine's ``SceneWriter``, backed by a loaded storyteller: one model serves every game.
+
+The storyteller runs on the llama.cpp path (``models.fast_writer``) when it converts and the package is there,
+else on transformers (``models.storyteller``); ``Decoding`` says which, and the log says why when it falls back.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 from data.tracking import TrackingTarget
-from engine.ports import WriteRequest, WrittenScene
+from engine.ports import TextCallback, WriteRequest, WrittenScene
+from engine.prompt_format import StoryContext
 from models.config import Sampling
+from models.fast_job import Decoding, fast_storyteller, record_conversion
+from models.gguf_export import FastPathUnavailableError
 from models.registry import load_storyteller
-from models.storyteller import Storyteller
+
+log = logging.getLogger(__name__)
+
+
+class Teller(Protocol):
+    """What the writer needs of a storyteller: ``Storyteller`` (transformers) or ``FastStoryteller``."""
+
+    version: str
+
+    @property
+    def sampling(self) -> Sampling: ...
+
+    def write(self, contexts: Sequence[StoryContext], sampling: Sampling | None = None, seed: int | None = None,
+              must_end: Sequence[bool] | None = None, may_end: Sequence[bool] | None = None,
+              on_text: Callable[[int, str], None] | None = None) -> list[str]: ...
 
 
 class ModelWriter:
-    """Generates every context of a call in one batched ``generate``, on a worker thread.
+    """Generates every context of a call in one batched model call, on a worker thread.
 
     The model is loaded once (``ModelWriter.load``); a lock keeps one generation at a time, since two
     would only fight over the same CPU cores.
     """
 
-    def __init__(self, storyteller: Storyteller, sampling: Sampling | None = None) -> None:
+    def __init__(self, storyteller: Teller, sampling: Sampling | None = None, decoder: str = "transformers") -> None:
         self.storyteller = storyteller
         self.sampling = sampling or storyteller.sampling
+        self.decoder = decoder  # which path writes: "llama.cpp" or "transformers"
         self._lock = asyncio.Lock()
 
     @classmethod
-    async def load(cls, target: TrackingTarget, uri: str) -> ModelWriter:
+    async def load(cls, target: TrackingTarget, uri: str, decoding: Decoding | None = None) -> ModelWriter:
+        decoding = decoding or Decoding(kind="transformers")
         storyteller = await asyncio.to_thread(load_storyteller, target, uri)
-        return cls(storyteller)
+        if decoding.kind == "transformers":
+            return cls(storyteller)
+        try:
+            fast = await asyncio.to_thread(fast_storyteller, storyteller, decoding)
+        except FastPathUnavailableError as exc:
+            if decoding.kind == "llama.cpp":
+                raise
+            log.warning("%s writes with transformers (slower): %s", storyteller.version, exc)
+            return cls(storyteller)
+        await asyncio.to_thread(record_conversion, target, storyteller.version, fast.gguf_note)
+        log.info("%s writes with llama.cpp (%s)", storyteller.version, fast.gguf_note)
+        return cls(fast, decoder="llama.cpp")
 
     @property
     def model_version(self) -> str:
@@ -39,6 +75,27 @@ class ModelWriter:
         contexts = [request.context for request in requests]
         must_end = [request.must_end for request in requests]
         may_end = [request.may_end for request in requests]
+        on_text = _on_loop([request.on_text for request in requests], asyncio.get_running_loop())
         async with self._lock:
-            texts = await asyncio.to_thread(self.storyteller.write, contexts, self.sampling, None, must_end, may_end)
+            texts = await asyncio.to_thread(self._write, contexts, must_end, may_end, on_text)
         return [WrittenScene(text, self.model_version) for text in texts]
+
+    def _write(self, contexts: list[StoryContext], must_end: list[bool], may_end: list[bool],
+               on_text: Callable[[int, str], None] | None) -> list[str]:
+        if on_text is None:
+            return self.storyteller.write(contexts, self.sampling, None, must_end, may_end)
+        return self.storyteller.write(contexts, self.sampling, None, must_end, may_end, on_text)
+
+
+def _on_loop(callbacks: list[TextCallback | None], loop: asyncio.AbstractEventLoop,
+             ) -> Callable[[int, str], None] | None:
+    """One (row, text) callback for the worker thread that hands each row's text to its request's callback on
+    the event loop (frontends are not thread-safe)."""
+    if not any(callbacks):
+        return None
+
+    def forward(row: int, text: str) -> None:
+        callback = callbacks[row]
+        if callback is not None:
+            loop.call_soon_threadsafe(callback, text)
+    return forward

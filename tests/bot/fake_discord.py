@@ -114,6 +114,8 @@ class FakeDiscord:
             ("POST", re.compile(rf"/webhooks/{APP_ID}/(?P<token>[^/]+)"), self._followup),
             ("PATCH", re.compile(rf"/webhooks/{APP_ID}/(?P<token>[^/]+)/messages/@original"), self._edit_original),
             ("POST", re.compile(rf"/channels/(?P<channel>{CHANNEL_ID})/messages"), self._create_message),
+            ("PATCH", re.compile(rf"/channels/(?P<channel>{CHANNEL_ID})/messages/(?P<message>\d+)"),
+             self._edit_message),
             ("PUT", re.compile(rf"/channels/(?P<channel>{CHANNEL_ID})/messages/(?P<message>\d+)/reactions/"
                                r"(?P<emoji>[^/]+)/@me"), self._add_own_reaction),
         ]
@@ -366,6 +368,17 @@ class FakeDiscord:
 
     async def _create_message(self, match: re.Match[str], body: Any) -> web.Response:
         return _json(self._message(int(match["channel"]), body))
+
+    async def _edit_message(self, match: re.Match[str], body: Any) -> web.Response:
+        """A scene streamed while it is written: its message is edited in place."""
+        message = self.messages.get(int(match["message"]))
+        if message is None:
+            return _json({"message": "Unknown Message", "code": 10008}, status=404)
+        for key in ("content", "embeds", "components"):
+            if key in body:
+                message[key] = body[key] or ([] if key != "content" else "")
+        message["edited_timestamp"] = _now()
+        return _json(message)
 
     async def _add_own_reaction(self, match: re.Match[str], body: Any) -> web.Response:
         message_id = int(match["message"])

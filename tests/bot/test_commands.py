@@ -188,7 +188,7 @@ async def test_optout_is_recorded_and_can_be_taken_back(server: Server, store: S
 
 async def test_an_unexpected_error_is_logged_with_an_id_the_user_sees(server: Server,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    server.env.inject_error("POST", "/channels/*/messages", status=500)
+    server.env.inject_error("POST", "/channels/*/messages", status=500, times=None)
     with caplog.at_level(logging.ERROR, logger="bot.client"):
         result = await server.alice.slash(server.channel, "adventure start")
     content = result.response.content if not result.followups else result.followups[-1].content

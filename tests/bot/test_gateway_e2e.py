@@ -137,11 +137,14 @@ async def start_adventure(server: FakeDiscord) -> dict[str, Any]:
     callback = server.find("POST", f"/interactions/{interaction['id']}/{token}/callback")
     assert [r.body["type"] for r in callback] == [5]  # deferred: writing the scene may take a while
     scene = server.find("POST", MESSAGES)
-    assert len(scene) == 1
+    assert len(scene) == 1  # one message: the opening streamed into it as it was written, then the scene
     answer = server.find("POST", followup)[0]
     assert index_of(server, callback[0]) < index_of(server, scene[0]) < index_of(server, answer)
     assert "A lost knight wakes in a glass forest." in answer.body["content"]
-    message = posted(scene[0])
+    assert posted(scene[0])["embeds"][0]["title"] == "The storyteller is writing…"
+    message = server.messages[int(posted(scene[0])["id"])]  # as it stands after its edits
+    edits = server.find("PATCH", MESSAGES + "/" + message["id"])
+    assert edits and index_of(server, edits[-1]) < index_of(server, answer)
     assert message["embeds"][0]["title"].endswith("scene 1 of at most 12")
     assert len(choices(message)) == 3
     assert own_reactions(server) == [(message["id"], emoji) for emoji in NUMBERS[:3]]

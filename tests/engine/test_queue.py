@@ -76,12 +76,14 @@ def test_a_full_queue_says_busy_at_once() -> None:
 
 
 def test_busy_branches_fall_back_to_writing_on_demand() -> None:
-    async def scenario() -> GameStatus:
+    async def scenario() -> tuple[list[int], GameStatus, str]:
         queue = BatchingWriter(FakeWriter(), max_batch=8, max_pending=2)
         engine = StoryEngine(queue)
         game = await engine.start("t", "mecha", "A pilot wakes.")
-        assert await engine.pregenerate(game) == {}  # three branches do not fit in a queue of two
-        await engine.choose(game, 0)
-        return game.status
+        # Three branches, a queue of two: the two leading choices are written, the third is refused as busy.
+        written = sorted(await engine.pregenerate(game))
+        await engine.choose(game, 2)  # the branch that was not written: written now, on demand
+        return written, game.status, game.current.scene.narration
 
-    assert asyncio.run(scenario()) == GameStatus.WAITING
+    written, status, narration = asyncio.run(scenario())
+    assert written == [0, 1] and status == GameStatus.WAITING and "You wait and watch 1" in narration

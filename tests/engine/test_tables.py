@@ -28,6 +28,7 @@ class Recorder:
     def __init__(self) -> None:
         self.shown: list[int] = []
         self.failures: list[str] = []
+        self.drafts: list[tuple[str, str | None]] = []
 
     async def show(self, game: Game) -> str | None:
         self.shown.append(len(game.path))
@@ -35,6 +36,9 @@ class Recorder:
 
     async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
         return None
+
+    def draft(self, place: str, text: str | None) -> None:
+        self.drafts.append((place, text))
 
     async def vote_extended(self, game: Game) -> None:
         pass

@@ -11,6 +11,7 @@ from engine.errors import BlockedTextError, GameRuleError, RejectedOutputError, 
 from engine.fakes import FakeWriter
 from engine.game import Game, GameStatus
 from engine.prompt_format import Turn, render_target
+from engine.queue import BatchingWriter
 from engine.turns import REPAIR_MARK, EngineRules, Premise, StoryEngine, rolling_summary
 
 T = TypeVar("T")
@@ -29,8 +30,10 @@ def scene(text: str, choices: list[str] | None = None, ending: str | None = None
 
 
 def make(script: list[str] | None = None, **rules: Any) -> tuple[StoryEngine, FakeWriter]:
+    """An engine over a fake writer behind the scheduling queue, as every frontend wires it (the queue batches a
+    scene's branch requests into one call)."""
     writer = FakeWriter(script or [])
-    return StoryEngine(writer, EngineRules(**rules), PREMISES, seed=1), writer
+    return StoryEngine(BatchingWriter(writer, gather_seconds=0.0), EngineRules(**rules), PREMISES, seed=1), writer
 
 
 def test_start_writes_an_opening_from_genre_premise_and_lore() -> None:

@@ -1,0 +1,56 @@
+"""Choosing the next token from a row of logits, outside transformers (the llama.cpp path).
+
+The same steps, in the same order, as transformers' ``generate(do_sample=True)`` with our settings:
+repetition penalty over every token seen (prompt and answer), the grammar's mask, temperature, nucleus (top-p),
+then one draw. Pure numpy; the caller owns the random generator, so a seed replays a scene.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from models.config import Sampling
+
+
+def penalise_repeats(logits: np.ndarray, seen: np.ndarray, penalty: float) -> np.ndarray:
+    """CTRL's repetition penalty as transformers applies it: a seen token's positive logit is divided by the
+    penalty, a negative one multiplied."""
+    if penalty == 1.0 or seen.size == 0:
+        return logits
+    ids = np.unique(seen)
+    ids = ids[ids < logits.shape[0]]
+    values = logits[ids]
+    logits[ids] = np.where(values < 0, values * penalty, values / penalty)
+    return logits
+
+
+def nucleus(probs: np.ndarray, top_p: float) -> tuple[np.ndarray, np.ndarray]:
+    """The smallest set of most likely tokens whose probability reaches ``top_p`` (at least one), as (ids,
+    renormalised probabilities). transformers drops a token when the tokens above it already hold ``top_p``;
+    so does this, looking at the few hundred likeliest first (a full sort of 49 k logits costs milliseconds)."""
+    if top_p >= 1.0:
+        ids = np.flatnonzero(probs)
+        return ids, probs[ids] / probs[ids].sum()
+    for width in (256, probs.shape[0]):
+        width = min(width, probs.shape[0])
+        candidates = np.argpartition(-probs, width - 1)[:width] if width < probs.shape[0] else np.arange(width)
+        order = candidates[np.argsort(-probs[candidates], kind="stable")]
+        cumulative = np.cumsum(probs[order])
+        if cumulative[-1] >= top_p or width == probs.shape[0]:
+            break
+    kept = order[(cumulative - probs[order]) < top_p]
+    kept = kept if kept.size else order[:1]
+    return kept, probs[kept] / probs[kept].sum()
+
+
+def next_token(logits: np.ndarray, seen: np.ndarray, sampling: Sampling, rng: np.random.Generator,
+               keep: np.ndarray | None = None) -> int:
+    """One sampled token id. ``keep``: the grammar's mask (``None`` when decoding is unconstrained)."""
+    scores = penalise_repeats(logits.astype(np.float64, copy=True), seen, sampling.repetition_penalty)
+    if keep is not None:
+        scores[~keep[: scores.shape[0]]] = -np.inf
+    scores /= max(sampling.temperature, 1e-5)
+    probs = np.exp(scores - scores.max())
+    probs /= probs.sum()
+    ids, weights = nucleus(probs, sampling.top_p)
+    return int(ids[rng.choice(ids.shape[0], p=weights)]) if ids.shape[0] > 1 else int(ids[0])

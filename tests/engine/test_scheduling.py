@@ -1,0 +1,165 @@
+"""Vote-aware branch scheduling and the streamed cold path, over the real queue and engine (a fake writer)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+import pytest
+
+from engine.errors import StorytellerBusyError
+from engine.fakes import FakeWriter
+from engine.game import Game
+from engine.ports import Priority, WriteRequest, WrittenScene
+from engine.prompt_format import StoryContext, partial_narration, render_target
+from engine.queue import BatchingWriter
+from engine.turns import StoryEngine
+from engine.votes import VoteRules, cast, open_vote
+
+NOW = datetime(2026, 12, 3, tzinfo=UTC)
+
+
+class GatedWriter(FakeWriter):
+    """A fake that holds each call until released, one call at a time, so the queue behind it can be watched."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Semaphore(0)
+
+    async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
+        await self.gate.acquire()
+        return await super().write(requests)
+
+
+def action_of(request: WriteRequest) -> str:
+    return request.context.path[-1].action if request.context.path else "(opening)"
+
+
+async def settle() -> None:
+    for _ in range(10):
+        await asyncio.sleep(0.01)
+
+
+async def opened(engine: StoryEngine, writer: GatedWriter, place: str) -> Game:
+    task = asyncio.create_task(engine.start(place, "mecha", f"A pilot wakes in {place}."))
+    await settle()
+    writer.gate.release()
+    game = await task
+    open_vote(game, VoteRules(), NOW)
+    return game
+
+
+def test_the_leading_choice_of_every_game_is_written_before_anyone_gets_a_third() -> None:
+    async def scenario() -> list[list[str]]:
+        writer = GatedWriter()
+        queue = BatchingWriter(writer, max_batch=2, gather_seconds=0.03)
+        engine = StoryEngine(queue)
+        games = [await opened(engine, writer, f"table-{n}") for n in range(3)]
+        cast(games[0], "ana", 2, NOW)  # game 0 leans to its third choice, game 1 to its second
+        cast(games[1], "bo", 1, NOW)
+        for game in games:
+            engine.start_pregeneration(game)
+        await settle()
+        cast(games[2], "cy", 2, NOW)  # a vote arrives while the branches wait: game 2's third choice leads now
+        for _ in range(5):
+            writer.gate.release()
+            await settle()
+        return [[action_of(r) for r in call] for call in writer.calls[3:]]
+
+    calls = asyncio.run(scenario())
+    # Three games x three branches, two a call: every game's leading branch first (game 2's as its vote moved
+    # while it waited), then every game's second, then the thirds; oldest first within a rank.
+    assert calls == [["Wait and watch 1", "Take path 2-b"], ["Wait and watch 3", "Take path 1-a"],
+                     ["Take path 2-a", "Take path 3-a"], ["Take path 1-b", "Wait and watch 2"], ["Take path 3-b"]]
+
+
+def test_closing_on_a_choice_drops_the_branches_not_started_and_keeps_those_written() -> None:
+    async def scenario() -> tuple[list[list[str]], list[int], str]:
+        writer = GatedWriter()
+        queue = BatchingWriter(writer, max_batch=1, gather_seconds=0.03)
+        engine = StoryEngine(queue)
+        game = await opened(engine, writer, "table")
+        cast(game, "ana", 1, NOW)
+        engine.start_pregeneration(game)
+        await settle()
+        writer.gate.release()  # the leading branch (choice 2) is written
+        await settle()
+        chosen = asyncio.create_task(engine.choose(game, 1))
+        await settle()
+        for _ in range(3):
+            writer.gate.release()
+            await settle()
+        await chosen
+        branches = sorted(game.path[0].branches)
+        return [[action_of(r) for r in call] for call in writer.calls[1:]], branches, game.current.scene.narration
+
+    calls, branches, narration = asyncio.run(scenario())
+    # The leading branch (choice 2) first; choice 1 had gone to the model when the vote closed on 2, choice 3
+    # was still queued: it is never written. Both written branches stay (preference data).
+    assert calls == [["Take path 1-b"], ["Take path 1-a"]] and branches == [0, 1]
+    assert "You take path 1-b" in narration
+
+
+def test_a_waiting_player_outranks_every_branch_and_a_full_queue_sheds_the_least_wanted() -> None:
+    async def scenario() -> tuple[list[str], int]:
+        writer = GatedWriter()
+        queue = BatchingWriter(writer, max_batch=1, max_pending=1, gather_seconds=0.0)
+        context = StoryContext("mecha", "A premise.")
+        branch = [WriteRequest(context, priority=Priority(urgency=lambda rank=rank: rank)) for rank in (1, 2)]
+        branches = []
+        for request in branch:  # the first goes to the model, the second waits: the queue (of one) is full
+            branches.append(asyncio.create_task(queue.write([request])))
+            await settle()
+        blocker = writer.gate
+        cold = asyncio.create_task(queue.write([WriteRequest(StoryContext("idol", "Someone waits."))]))
+        more = asyncio.create_task(queue.write([WriteRequest(StoryContext("sports", "Another."))]))
+        await settle()
+        for _ in range(3):
+            blocker.release()
+            await settle()
+        await cold
+        shed = [task for task in branches if task.cancelled()]
+        with pytest.raises(StorytellerBusyError):
+            await more  # a second waiting request finds no branch left to shed
+        return [r.context.genre for call in writer.calls for r in call], len(shed)
+
+    genres, shed = asyncio.run(scenario())
+    assert genres == ["mecha", "idol"] and shed == 1
+
+
+def test_a_scene_written_on_demand_streams_its_narration_and_never_shows_markers() -> None:
+    async def scenario() -> tuple[list[str], str]:
+        engine = StoryEngine(BatchingWriter(FakeWriter(), gather_seconds=0.0))
+        seen: list[str] = []
+        game = await engine.start("table", "mecha", "A pilot wakes.", progress=seen.append)
+        return seen, game.current.scene.narration
+
+    seen, narration = asyncio.run(scenario())
+    assert len(seen) > 10 and seen[-1] == narration  # it grew word by word and ended as the shown narration
+    assert all(narration.startswith(part) for part in seen)
+    assert not any("<|" in part for part in seen)
+
+
+def test_an_attempt_that_fails_its_checks_is_taken_back_before_the_next_streams() -> None:
+    bad = render_target("You walk. You walk. You walk.", ["Go"], None)  # one choice: refused
+
+    async def scenario() -> list[str]:
+        engine = StoryEngine(BatchingWriter(FakeWriter([bad]), gather_seconds=0.0))
+        seen: list[str] = []
+        await engine.start("table", "mecha", "A pilot wakes.", progress=seen.append)
+        return seen
+
+    seen = asyncio.run(scenario())
+    reset = seen.index("")
+    assert seen[reset - 1] == "You walk. You walk. You walk." and seen[-1].startswith("Scene 1. You open your eyes.")
+
+
+@pytest.mark.parametrize(("text", "shown"), [
+    ("<|scene|>You run", "You run"),
+    ("<|scene|>You run to the gate.<|cho", "You run to the gate."),
+    ("<|scene|>You run.<|choices|><|choice|>Hide", "You run."),
+    ("", ""),
+])
+def test_partial_narration_shows_only_the_narration(text: str, shown: str) -> None:
+    assert partial_narration(text) == shown

@@ -1,0 +1,161 @@
+"""The llama.cpp decoding path: GGUF conversion parity with transformers, the grammar on the fast path,
+streaming, the conversion cache and its record on the model version, the sampling steps against transformers'.
+
+Models are tiny and real: the session's trained GPT-2 preset, and a randomly initialised Llama (the SmolLM2
+family: grouped-query attention, tied embeddings) saved as a storyteller folder by the test.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import RepetitionPenaltyLogitsProcessor, TopPLogitsWarper
+
+from data.tracking import TrackingTarget
+from engine.ports import WriteRequest
+from engine.prompt_format import StoryContext, parse_output
+from models.config import Sampling
+from models.examples import generation_prompts
+from models.fast_job import GGUF_TAG, Decoding, fast_storyteller
+from models.fast_writer import FastStoryteller
+from models.registry import load_storyteller
+from models.sampling import nucleus, penalise_repeats
+from models.storyteller import Storyteller
+from models.train_job import TrainOutcome
+from models.training import new_storyteller
+from models.writer import ModelWriter
+from tests.models.conftest import MODEL, tiny
+from tests.models.test_base_models import save_checkpoint
+
+pytest.importorskip("llama_cpp", reason="the llama.cpp path needs llama-cpp-python (make setup builds it)")
+
+CONTEXT = StoryContext("mecha", "A rookie pilot defends a drowned city.", ("Aoi-senpai leads the squad.",), "",
+                       ())
+FREE = Sampling(temperature=1.0, top_p=1.0, repetition_penalty=1.0, max_new_tokens=48, constrained=True)
+
+
+@pytest.fixture(scope="module")
+def llama(tmp_path_factory: pytest.TempPathFactory) -> Storyteller:
+    """A tiny random Llama with the story markers added, saved and loaded back as any storyteller is."""
+    folder = tmp_path_factory.mktemp("llama")
+    texts = ["You run to the hangar as the sirens wail.", "The tide rises over the city; you climb."] * 20
+    base = save_checkpoint(folder / "base", "llama", texts)
+    config = tiny(base_model=str(base), architecture=None, max_length=256, window=256)
+    fresh = new_storyteller(config, texts, None)
+    return Storyteller.load(fresh.save(folder / "storyteller"), "llama/1")
+
+
+@pytest.fixture(scope="module")
+def gpt2(trained: TrainOutcome, tracking: TrackingTarget) -> Storyteller:
+    return load_storyteller(tracking, f"models:/{MODEL}/{trained.registered.version}")
+
+
+def answer_ids(teller: Storyteller) -> list[int]:
+    prompt = generation_prompts(teller.tokenizer, [CONTEXT], teller.window, 64, False)[0]
+    answer = teller.tokenizer("<|scene|>You climb into the cockpit as the sirens wail over the flooded streets.",
+                              add_special_tokens=False)["input_ids"]
+    return list(prompt) + list(answer)
+
+
+def transformers_log_probs(teller: Storyteller, ids: list[int]) -> np.ndarray:
+    with torch.no_grad():
+        logits = teller.model(torch.tensor([ids])).logits[0].double()
+    rows = torch.log_softmax(logits, -1)
+    return rows[torch.arange(len(ids) - 1), torch.tensor(ids[1:])].numpy()
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize(("weights", "tolerance"), [("f32", 2e-3), ("q8_0", 0.15)])
+def test_the_fast_path_scores_the_same_tokens_as_transformers(family: str, weights: str, tolerance: float,
+                                                               request: pytest.FixtureRequest,
+                                                               tmp_path: Path) -> None:
+    teller: Storyteller = request.getfixturevalue(family)
+    fast = fast_storyteller(teller, Decoding("llama.cpp", weights, 2, tmp_path))
+    ids = answer_ids(teller)
+    gap = np.abs(fast.model.log_probs(ids) - transformers_log_probs(teller, ids))
+    # f32 is the same arithmetic in another order; q8_0 rounds each weight to 8 bits (the shipped default).
+    assert gap.mean() < tolerance and gap.max() < 10 * tolerance, (gap.mean(), gap.max())
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_the_grammar_holds_on_the_fast_path(family: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    teller: Storyteller = request.getfixturevalue(family)
+    fast = fast_storyteller(teller, Decoding("llama.cpp", "q8_0", 4, tmp_path))
+    # An untrained (or barely trained) model at temperature 1: only the grammar makes these parse.
+    answers = fast.write([CONTEXT] * 6, FREE, seed=7, must_end=[True, False] * 3, may_end=[True, False] * 3)
+    parsed = [parse_output(answer) for answer in answers]  # raises on any malformed answer
+    assert [p.is_ending for p in parsed] == [True, False] * 3
+    assert all(2 <= len(p.choices) <= 4 for p in parsed if not p.is_ending)
+
+
+def test_a_seed_replays_a_scene_and_the_answer_streams_as_it_grows(llama: Storyteller, tmp_path: Path) -> None:
+    fast = fast_storyteller(llama, Decoding("llama.cpp", "q8_0", 2, tmp_path))
+    seen: list[tuple[int, str]] = []
+    [first] = fast.write([CONTEXT], FREE, seed=3, on_text=lambda row, text: seen.append((row, text)))
+    [again] = fast.write([CONTEXT], FREE, seed=3)
+    assert first == again
+    assert len(seen) > 5 and {row for row, _ in seen} == {0}
+    assert all(first.startswith(text) for _, text in seen) and seen[-1][1] == first
+
+
+def test_conversion_is_cached_by_content_and_recorded_on_the_model_version(
+        trained: TrainOutcome, tracking: TrackingTarget, tmp_path: Path) -> None:
+    decoding = Decoding("llama.cpp", "q8_0", 2, tmp_path / "gguf")
+
+    async def load() -> ModelWriter:
+        return await ModelWriter.load(tracking, f"models:/{MODEL}/{trained.registered.version}", decoding)
+
+    first = asyncio.run(load())
+    second = asyncio.run(load())
+    assert first.decoder == second.decoder == "llama.cpp"
+    assert isinstance(first.storyteller, FastStoryteller) and isinstance(second.storyteller, FastStoryteller)
+    assert "converted in" in first.storyteller.gguf_note and "converted in" not in second.storyteller.gguf_note
+    assert len(list((tmp_path / "gguf").glob("*.gguf"))) == 1
+    from mlflow import MlflowClient
+
+    tag = MlflowClient(tracking.uri).get_model_version(MODEL, str(trained.registered.version)).tags[GGUF_TAG]
+    assert tag.startswith("llama.cpp q8_0 ")
+    [scene] = asyncio.run(second.write([WriteRequest(CONTEXT)]))
+    parse_output(scene.text)
+
+
+def test_auto_falls_back_to_transformers_and_says_why(trained: TrainOutcome, tracking: TrackingTarget,
+                                                      tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    import models.fast_job as fast_job
+    from models.gguf_export import FastPathUnavailableError
+
+    def unavailable(*_: object) -> FastStoryteller:
+        raise FastPathUnavailableError("the llama.cpp path needs llama-cpp-python")
+
+    monkeypatch.setattr("models.writer.fast_storyteller", unavailable)
+    assert fast_job.fast_storyteller is not unavailable
+    caplog.set_level(logging.WARNING)
+    writer = asyncio.run(ModelWriter.load(tracking, f"models:/{MODEL}/{trained.registered.version}",
+                                          Decoding("auto", "q8_0", 2, tmp_path)))
+    assert writer.decoder == "transformers" and isinstance(writer.storyteller, Storyteller)
+    assert "writes with transformers (slower): the llama.cpp path needs llama-cpp-python" in caplog.text
+    with pytest.raises(FastPathUnavailableError):
+        asyncio.run(ModelWriter.load(tracking, f"models:/{MODEL}/{trained.registered.version}",
+                                     Decoding("llama.cpp", "q8_0", 2, tmp_path)))
+
+
+def test_sampling_steps_match_transformers() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        logits = rng.normal(0, 3, 500)
+        seen = rng.integers(0, 500, 40)
+        ours = penalise_repeats(logits.copy(), seen, 1.3)
+        theirs = RepetitionPenaltyLogitsProcessor(1.3)(torch.tensor(seen)[None], torch.tensor(logits)[None])[0]
+        assert np.allclose(ours, theirs.numpy())
+        probs = np.exp(ours - ours.max())
+        probs /= probs.sum()
+        kept, weights = nucleus(probs, 0.9)
+        warped = TopPLogitsWarper(0.9)(torch.tensor(seen)[None], torch.tensor(ours)[None])[0]
+        assert set(kept.tolist()) == set(torch.nonzero(torch.isfinite(warped)).flatten().tolist())
+        assert weights.sum() == pytest.approx(1.0)
