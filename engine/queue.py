@@ -112,7 +112,9 @@ class BatchingWriter:
             self.batches.append(len(live))
             try:
                 answers = await self.writer.write([item.request for item in live])
-            except Exception as exc:  # every waiter gets the writer's error
+                if len(answers) != len(live):
+                    raise RuntimeError(f"the writer answered {len(answers)} of {len(live)} requests")
+            except Exception as exc:  # every waiter gets the writer's error; the worker goes on
                 for item in live:
                     if not item.future.done():
                         item.future.set_exception(exc)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import random
 import re
 import uuid
@@ -23,6 +24,8 @@ from engine.ports import WAITING, Priority, SceneWriter, WriteRequest
 from engine.prompt_format import StoryContext, Turn, partial_narration
 from engine.story import EndingKind
 from engine.writers import Writers
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -250,6 +253,9 @@ class StoryEngine:
             [written] = await self.write_checked(game, [request])
         except StorytellerBusyError:
             return  # no branch in advance this time; it is written when chosen, if it is chosen
+        except Exception:  # a model fault: no branch either (the choice is written, or fails, when taken)
+            log.warning("branch %d of game %s could not be written in advance", choice + 1, game.id, exc_info=True)
+            return
         shown.branches[choice] = written
 
     def start_pregeneration(self, game: Game) -> asyncio.Task[dict[int, Written]]:

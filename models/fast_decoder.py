@@ -215,6 +215,9 @@ class LlamaCppModel:
                     row.generated.append(token)
                     if token == stop or len(row.generated) >= max_new_tokens or row.position >= self.window:
                         row.done = True
+                        # The prompt and the answer as computed (the last token never was): the next scene's
+                        # prompts start with this one's plus its narration, so they reuse it.
+                        self.prefixes.add((*row.prompt, *row.generated[:-1]), self._state(row.slot))
                         continue
                     step.append((token, row.position - 1, row.slot, True))
                     still.append(row)
@@ -275,7 +278,9 @@ class PrefixCache:
         return found[1], shared
 
     def add(self, tokens: tuple[int, ...], state: Any) -> None:
-        self.entries.pop(tokens, None)
+        # An entry that is a prefix of the new one is served by it (states are cut to what is shared).
+        for older in [t for t in self.entries if len(t) <= len(tokens) and tokens[: len(t)] == t]:
+            del self.entries[older]
         self.entries[tokens] = state
         while self.entries and self.size > self.max_bytes:
             del self.entries[next(iter(self.entries))]

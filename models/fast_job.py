@@ -10,7 +10,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, cast
 
 from data.tracking import TrackingTarget
 from models.fast_writer import FastStoryteller
@@ -73,17 +73,19 @@ def converted(storyteller: Storyteller, decoding: Decoding) -> tuple[Path, str]:
     return path, note
 
 
-def fast_storyteller(storyteller: Storyteller, decoding: Decoding) -> FastStoryteller:
-    """The storyteller on the llama.cpp path; ``FastPathUnavailableError`` says why not."""
+def fast_storyteller(storyteller: Storyteller, decoding: Decoding, release_weights: bool = False) -> FastStoryteller:
+    """The storyteller on the llama.cpp path; ``FastPathUnavailableError`` says why not. ``release_weights``:
+    the caller hands the storyteller over, and its transformers weights are freed once converted."""
     from models.fast_decoder import LlamaCppModel
 
     if storyteller.seq2seq:
         raise FastPathUnavailableError("the llama.cpp path runs decoder-only models, not encoder-decoders")
     path, note = converted(storyteller, decoding)
     model = LlamaCppModel(path, slots=decoding.slots, window=storyteller.window + 64)
-    # llama.cpp holds the weights now: the transformers copy goes (the tokenizer and card stay), which saves
-    # the half gigabyte a merged SmolLM2 takes in float32.
-    storyteller.model.to("meta")
+    if release_weights:
+        # llama.cpp holds the weights now: the transformers copy goes (the tokenizer and card stay), which
+        # saves the half gigabyte a merged SmolLM2 takes in float32.
+        cast(Any, storyteller.model).to("meta")
     return FastStoryteller(storyteller, model, note)
 
 

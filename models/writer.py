@@ -55,7 +55,7 @@ class ModelWriter:
         if decoding.kind == "transformers":
             return cls(storyteller)
         try:
-            fast = await asyncio.to_thread(fast_storyteller, storyteller, decoding)
+            fast = await asyncio.to_thread(fast_storyteller, storyteller, decoding, True)
         except FastPathUnavailableError as exc:
             if decoding.kind == "llama.cpp":
                 raise

@@ -163,3 +163,27 @@ def test_an_attempt_that_fails_its_checks_is_taken_back_before_the_next_streams(
 ])
 def test_partial_narration_shows_only_the_narration(text: str, shown: str) -> None:
     assert partial_narration(text) == shown
+
+
+class BrokenWriter(FakeWriter):
+    """Writes the opening; every later call fails as a model would (not a busy queue: a real fault)."""
+
+    async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
+        if self.calls:
+            self.calls.append(list(requests))
+            raise RuntimeError("CUDA out of memory (a model fault)")
+        return await super().write(requests)
+
+
+def test_a_branch_the_model_fails_to_write_is_no_branch_and_the_choice_is_written_when_taken() -> None:
+    async def scenario() -> tuple[dict[int, object], str]:
+        writer = BrokenWriter()
+        engine = StoryEngine(BatchingWriter(writer, gather_seconds=0.0))
+        game = await engine.start("table", "mecha", "A pilot wakes.")
+        branches = dict(await engine.pregenerate(game))
+        writer.calls.clear()  # the model recovers: the chosen scene is written on demand
+        await engine.choose(game, 1)
+        return branches, game.current.scene.narration
+
+    branches, narration = asyncio.run(scenario())
+    assert branches == {} and "You take path 1-b" in narration

@@ -159,3 +159,21 @@ def test_sampling_steps_match_transformers() -> None:
         warped = TopPLogitsWarper(0.9)(torch.tensor(seen)[None], torch.tensor(ours)[None])[0]
         assert set(kept.tolist()) == set(torch.nonzero(torch.isfinite(warped)).flatten().tolist())
         assert weights.sum() == pytest.approx(1.0)
+
+
+def test_prompt_prefixes_are_reused_from_the_batch_and_from_recent_prompts() -> None:
+    from models.fast_decoder import PrefixCache, plan_prefill
+
+    cache = PrefixCache(max_bytes=100)
+    story = list(range(1000, 1040))
+    cache.add(tuple(story), b"x" * 40)  # a scene written a moment ago: its prompt and answer
+    branches = [[*story, 1, 2, 3, 7], [*story, 1, 2, 3, 8], [5] * 30 + [9], [5] * 30 + [10]]
+    plans = plan_prefill(branches, cache)
+    # The first reuses the cached state; the second shares more with the first (43 tokens) and copies it in a
+    # second wave; the last two share 30 tokens: the third computes them, the fourth copies them.
+    assert [(p.shared, p.cached is not None, p.source, p.wave) for p in plans] == [
+        (40, True, None, 0), (43, False, 0, 1), (0, False, None, 0), (30, False, 2, 1)]
+    cache.add((*story, 1, 2), b"y" * 50)  # a longer prompt of the same story replaces its prefix
+    assert list(cache.entries) == [(*story, 1, 2)]
+    cache.add((7,) * 20, b"z" * 60)  # over 100 bytes: the least recently used goes
+    assert list(cache.entries) == [(7,) * 20]
