@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 
 from engine.errors import BlockedTextError, MalformedOutputError, RejectedOutputError
-from engine.prompt_format import ParsedScene, parse_output
+from engine.prompt_format import SPECIAL_TOKENS, ParsedScene, parse_output
 
 
 @dataclass(frozen=True)
@@ -41,17 +42,43 @@ def overlap(a: str, b: str) -> float:
     return len(mine & shingles(b)) / len(mine) if mine else 0.0
 
 
+# Characters that show nothing but split a word for a matcher: soft hyphen, zero-width space/joiners, word
+# joiner, invisible operators, byte-order mark, Mongolian vowel separator, combining grapheme joiner.
+_INVISIBLE = re.compile("[\u00ad\u034f\u180e\u200b-\u200f\u2060-\u2064\ufeff]")
+# Discord mention markup (<@id>, <@!id>, <@&role>, <#channel>) and mass pings.
+_MENTION = re.compile(r"<(?:@[!&]?|#)\d+>|@(?:everyone|here)\b")
+
+
+def visible(text: str) -> str:
+    """``text`` without the invisible characters (what a player sees)."""
+    return _INVISIBLE.sub("", text)
+
+
+def normalised(text: str) -> str:
+    """The form the block list compares: NFKC (fullwidth and compatibility letters become plain ones),
+    invisible characters removed, case-folded ("Straße" and "STRASSE" are one word)."""
+    return visible(unicodedata.normalize("NFKC", text)).casefold()
+
+
 def blocked_words(text: str, block_list: Iterable[str]) -> list[str]:
-    """The blocked words or phrases in ``text`` (whole words, any case)."""
+    """The blocked words or phrases in ``text`` (whole words, any case, any Unicode spelling of them)."""
+    plain = normalised(text)
     return [word for word in sorted(block_list) if word.strip() and
-            re.search(rf"(?<!\w){re.escape(word.strip())}(?!\w)", text, re.IGNORECASE)]
+            re.search(rf"(?<!\w){re.escape(normalised(word.strip()))}(?!\w)", plain)]
 
 
 def check_player_text(text: str, rules: CheckRules) -> str:
+    """A player's text (a premise, feedback) as it may be stored and shown: invisible characters removed;
+    refused with a reason if it holds a blocked word, a story marker or a mention."""
     found = blocked_words(text, rules.block_list)
     if found:
         raise BlockedTextError(f"that text contains a blocked word ({', '.join(found)}); please rephrase it")
-    return text.strip()
+    if any(marker in normalised(text) for marker in SPECIAL_TOKENS) or "<|" in text:
+        raise BlockedTextError("that text contains the storyteller's markup (<|...|>); please rephrase it")
+    if _MENTION.search(text):
+        raise BlockedTextError("that text mentions someone (a user, role, channel, @everyone or @here); "
+                               "please write it without mentions")
+    return visible(text).strip()
 
 
 def check_output(text: str, earlier: Sequence[str], rules: CheckRules, must_end: bool = False,

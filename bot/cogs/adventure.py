@@ -74,7 +74,8 @@ class AdventureCog(commands.GroupCog, group_name="adventure", group_description=
         await interaction.response.defer(thinking=True)
         game = await self.tables.start(server, channel, str(interaction.user.id), genre, premise)
         await interaction.followup.send(
-            f"📖 {interaction.user.mention} started a {genre_name(game.genre)} adventure: *{game.premise}*\n"
+            f"📖 {interaction.user.mention} started a {genre_name(game.genre)} adventure: "
+            f"*{discord.utils.escape_markdown(game.premise)}*\n"
             "Vote with the number reactions under each scene; rate scenes with ⭐ 👍 👎.")
 
     @start.autocomplete("genre")

@@ -1,6 +1,6 @@
 """Votes and ratings from raw reaction events (raw: the scene message need not be in the cache, e.g. after
 a restart). 1️⃣-4️⃣ vote on the current scene; ⭐ 👍 👎 rate any scene of the channel's game. The bot's own
-reactions and every other emoji are ignored."""
+reactions, other bots' reactions and every other emoji are ignored."""
 
 from __future__ import annotations
 
@@ -24,6 +24,8 @@ class ReactionsCog(commands.Cog):
         """The place of a reaction worth reading, or None."""
         if payload.guild_id is None or (self.bot.user is not None and payload.user_id == self.bot.user.id):
             return None
+        if payload.member is not None and payload.member.bot:
+            return None  # another bot's reaction is neither a vote nor a rating
         return self.tables.place(str(payload.guild_id), str(payload.channel_id))
 
     @commands.Cog.listener()

@@ -197,3 +197,11 @@ async def test_an_unexpected_error_is_logged_with_an_id_the_user_sees(server: Se
     [record] = [r for r in caplog.records if error_id in r.getMessage()]
     assert record.exc_info is not None  # logged with its traceback
     assert server.env.errors
+
+
+async def test_a_premise_is_shown_as_text_never_as_markdown(server: Server) -> None:
+    premise = "x* [Free Nitro](https://evil.example) *"
+    result = await server.alice.slash(server.channel, "adventure start", genre="fantasy", premise=premise)
+    content = result.response.content
+    # Escaped: the bracket cannot open a masked link (the address shows as itself), the stars stay stars.
+    assert "\\[Free Nitro](https://evil.example)" in content and "x\\* " in content and " \\**" in content

@@ -167,3 +167,14 @@ async def test_a_game_is_played_to_its_ending(server: Server, store: SQLiteGameS
     assert last.embeds[0].fields[0].name == "The end" and not last.reactions
     result = await server.bob.slash(server.channel, "adventure start")  # the channel is free again
     assert "started a" in result.response.content
+
+
+async def test_another_bots_reactions_are_neither_votes_nor_ratings(server: Server) -> None:
+    game = await start(server)
+    [scene] = server.scenes()
+    other = server.guild.add_member(server.env.create_user("otherbot", bot=True))
+    await other.react(scene, NUMBERS[1])
+    await other.react(scene, "⭐")
+    assert game.current.votes == [] and game.ratings == []
+    await server.alice.react(scene, NUMBERS[1])
+    assert [v.player for v in game.current.votes] == [str(server.alice.id)]
