@@ -65,6 +65,7 @@ def rolling_summary(turns: Sequence[Turn], max_words: int) -> str:
     return " ".join(parts)
 
 
+MAX_PREMISE_CHARS = 300
 Progress = Callable[[str], None]  # the narration so far of a scene being written on demand
 
 
@@ -197,6 +198,9 @@ class StoryEngine:
             premise = check_player_text(premise, checks)
             if not premise:
                 raise GameRuleError("the premise is empty")
+            if len(premise) > MAX_PREMISE_CHARS:  # a frontend may declare the limit; the rule lives here
+                raise GameRuleError(f"the premise is {len(premise)} characters long; keep it to one sentence of "
+                                    f"at most {MAX_PREMISE_CHARS}")
         else:
             pool = [p for p in self.premises if genre is None or p.genre == genre]
             if not pool:

@@ -46,3 +46,17 @@ def test_clean_text_passes_without_its_invisible_characters() -> None:
     assert check_player_text("  A lost\u200b knight wakes in a glass forest.  ", RULES) == \
         "A lost knight wakes in a glass forest."
     assert check_player_text("Email me at knight@example.com", RULES) == "Email me at knight@example.com"
+
+
+def test_an_over_long_premise_is_refused_by_the_engine_whatever_the_frontend_declared() -> None:
+    import asyncio
+
+    from engine.errors import GameRuleError
+    from engine.fakes import FakeWriter
+    from engine.turns import MAX_PREMISE_CHARS, StoryEngine
+
+    engine = StoryEngine(FakeWriter())
+    with pytest.raises(GameRuleError, match="at most 300"):
+        asyncio.run(engine.start("t", "mecha", "A pilot wakes. " * 30))
+    game = asyncio.run(engine.start("t", "mecha", "x" * MAX_PREMISE_CHARS))
+    assert len(game.premise) == MAX_PREMISE_CHARS
