@@ -259,12 +259,9 @@ class PrefixCache:
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.entries: dict[tuple[int, ...], Any] = {}  # insertion order = recency
+        self.size = 0  # bytes held
         self.hits = 0
         self.reused_tokens = 0
-
-    @property
-    def size(self) -> int:
-        return sum(len(state) for state in self.entries.values())
 
     def best(self, prompt: Sequence[int]) -> tuple[Any, int]:
         found, shared = None, 0
@@ -280,10 +277,11 @@ class PrefixCache:
     def add(self, tokens: tuple[int, ...], state: Any) -> None:
         # An entry that is a prefix of the new one is served by it (states are cut to what is shared).
         for older in [t for t in self.entries if len(t) <= len(tokens) and tokens[: len(t)] == t]:
-            del self.entries[older]
+            self.size -= len(self.entries.pop(older))
         self.entries[tokens] = state
+        self.size += len(state)
         while self.entries and self.size > self.max_bytes:
-            del self.entries[next(iter(self.entries))]
+            self.size -= len(self.entries.pop(next(iter(self.entries))))
 
 
 def plan_prefill(prompts: Sequence[Sequence[int]], cache: PrefixCache) -> list[PrefillPlan]:

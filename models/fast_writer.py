@@ -77,11 +77,11 @@ class FastStoryteller:
             written[row].append(token)
             seen[row].append(token)
             if on_text is not None:
-                on_text(row, teller._decode(written[row]))
+                on_text(row, teller.decode_answer(written[row]))
             return token
 
         tokens = self.model.run(prompts, pick, sampling.max_new_tokens, teller.end_id)
-        return [teller._decode(row) for row in tokens]
+        return [teller.decode_answer(row) for row in tokens]
 
 
 def _shifted(on_text: TextCallback | None, start: int) -> TextCallback | None:

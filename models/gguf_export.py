@@ -11,6 +11,7 @@ text. The vocabulary is still written (llama.cpp needs one to load a model) so t
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,10 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from engine.errors import ModelLoadError
 
 QUANTS = ("f32", "f16", "q8_0")
+
+# The gguf package logs every file it writes at INFO ("Writing the following files: ..."): chatter in a
+# player's terminal. Its warnings still show.
+logging.getLogger("gguf").setLevel(logging.WARNING)
 
 
 class FastPathUnavailableError(ModelLoadError):

@@ -58,6 +58,11 @@ class BaseRef:
     def to_dict(self) -> dict[str, str]:
         return asdict(self)
 
+    def as_params(self) -> dict[str, str]:
+        """How runs (parameters) and model versions (``cyoa.``-prefixed tags) record it."""
+        return {"base": self.name, "base_source": self.source, "base_digest": self.digest,
+                "base_licence": self.licence}
+
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> BaseRef:
         return cls(str(data["name"]), str(data["source"]), str(data["digest"]), str(data.get("licence", "unknown")))

@@ -77,8 +77,7 @@ def log_storyteller(folder: Path, card: Card, name: str, extra_metadata: dict[st
         tags: list[tuple[str, object]] = [("prompt_format_version", card.prompt_format_version),
                                           ("dataset_digest", card.dataset_digest), ("preset", card.config.preset)]
         if card.base is not None:
-            tags += [("base", card.base.name), ("base_source", card.base.source), ("base_digest", card.base.digest),
-                     ("base_licence", card.base.licence), ("adapter", (folder / ADAPTER_DIR).is_dir())]
+            tags += [*card.base.as_params().items(), ("adapter", (folder / ADAPTER_DIR).is_dir())]
         for key, value in tags:
             client.set_model_version_tag(name, version, f"cyoa.{key}", str(value))
     except MlflowException as exc:

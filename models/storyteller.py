@@ -219,9 +219,10 @@ class Storyteller:
                 streamer=_RowStreamer(self, len(prompts), on_text) if on_text is not None else None,
             )
         new_tokens = output if self.seq2seq else output[:, width:]
-        return [self._decode(row.tolist()) for row in new_tokens]
+        return [self.decode_answer(row.tolist()) for row in new_tokens]
 
-    def _decode(self, ids: list[int]) -> str:
+    def decode_answer(self, ids: list[int]) -> str:
+        """Generated token ids as the answer text: padding dropped, cut after ``<|end|>``, markers kept."""
         ids = [i for i in ids if i != self.pad_id]
         if self.end_id in ids:
             ids = ids[: ids.index(self.end_id) + 1]
@@ -250,7 +251,7 @@ class _RowStreamer(BaseStreamer):
         for row, token in enumerate(value.reshape(-1).tolist()[: len(self.written)]):
             if self.teller.end_id not in self.written[row]:
                 self.written[row].append(int(token))
-                self.on_text(row, self.teller._decode(self.written[row]))
+                self.on_text(row, self.teller.decode_answer(self.written[row]))
 
     def end(self) -> None:
         pass

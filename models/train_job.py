@@ -113,7 +113,7 @@ def base_params(storyteller: Storyteller) -> dict[str, str]:
     base = storyteller.card.base
     if base is None:
         return {"base": "none"}
-    return {"base": base.name, "base_source": base.source, "base_digest": base.digest, "base_licence": base.licence}
+    return base.as_params()
 
 
 def preference_pairs(dataset: DatasetVersion) -> list[PreferencePair]:

@@ -77,14 +77,9 @@ class ModelWriter:
         may_end = [request.may_end for request in requests]
         on_text = _on_loop([request.on_text for request in requests], asyncio.get_running_loop())
         async with self._lock:
-            texts = await asyncio.to_thread(self._write, contexts, must_end, may_end, on_text)
+            texts = await asyncio.to_thread(self.storyteller.write, contexts, self.sampling, None, must_end, may_end,
+                                            on_text)
         return [WrittenScene(text, self.model_version) for text in texts]
-
-    def _write(self, contexts: list[StoryContext], must_end: list[bool], may_end: list[bool],
-               on_text: Callable[[int, str], None] | None) -> list[str]:
-        if on_text is None:
-            return self.storyteller.write(contexts, self.sampling, None, must_end, may_end)
-        return self.storyteller.write(contexts, self.sampling, None, must_end, may_end, on_text)
 
 
 def _on_loop(callbacks: list[TextCallback | None], loop: asyncio.AbstractEventLoop,
