@@ -13,7 +13,7 @@ LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AMX
 # Where this machine keeps that wheel (pip's own config points there too; this makes it explicit).
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
-.PHONY: setup test lint play data bench clean
+.PHONY: setup test lint play data bench clean clean-data
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -51,7 +51,15 @@ bench: setup
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_decoding.py
 	$(PY) bench/bench_capacity.py --games 60 --window 60 --rounds 3
+	$(PY) bench/bench_fairness.py --seconds 30
 	$(PY) bench/bench_bot.py --games 200 --voters 10 --rounds 1
 
+# What set-up and the tools wrote in the checkout. Your games, ratings and models ($CYOA_HOME) stay.
 clean:
-	rm -rf $(VENV) .cyoa .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) cyoa.egg-info .pytest_cache .mypy_cache .ruff_cache .hypothesis
+
+# clean, and what cyoa itself wrote here: the default state directory ./.cyoa (saved games, ratings, the
+# MLflow store and registry, datasets, checkpoints, converted bases) and ./mlruns, where older releases
+# put artifacts when MLFLOW_TRACKING_URI named a local database. A CYOA_HOME elsewhere is never touched.
+clean-data: clean
+	rm -rf .cyoa mlruns

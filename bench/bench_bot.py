@@ -57,6 +57,7 @@ from bot.render import NUMBERS
 from data.store import SQLiteGameStore
 from engine.fakes import FakeWriter
 from engine.game import Game
+from engine.privacy import Forgotten
 from engine.queue import BatchingWriter
 from engine.servers import ServerSettings
 from engine.turns import EngineRules, Premise
@@ -127,6 +128,9 @@ class MeasuredStore:
 
     async def opted_out(self) -> frozenset[str]:
         return await self.inner.opted_out()
+
+    async def forget_player(self, player: str) -> Forgotten:
+        return await self.inner.forget_player(player)
 
 
 def time_votes(bot: CyoaBot, meter: Meter) -> None:

@@ -21,7 +21,7 @@ from discord.ext import commands
 
 from bot.render import NUMBERS, draft_embed, scene_embed, timestamp
 from engine.background import Background
-from engine.errors import CyoaError
+from engine.errors import CyoaError, DeliveryError
 from engine.game import Game
 from engine.ports import TableStore
 from engine.tables import Tables
@@ -120,9 +120,12 @@ class DiscordPresenter:
 
     async def _channel(self, game: Game) -> discord.abc.Messageable:
         channel_id = channel_of(game.place)
-        channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        try:
+            channel = self.bot.get_channel(channel_id) or await self.bot.fetch_channel(channel_id)
+        except discord.HTTPException as exc:
+            raise delivery_error(f"channel {channel_id}", exc) from exc
         if not isinstance(channel, discord.abc.Messageable):
-            raise CyoaError(f"channel {channel_id} cannot take messages")
+            raise DeliveryError(f"channel {channel_id} cannot take messages", permanent=True)
         return channel
 
     async def show(self, game: Game) -> str | None:
@@ -133,7 +136,11 @@ class DiscordPresenter:
             except discord.HTTPException:  # the draft was deleted meanwhile: the scene gets a new message
                 message = None
         if message is None:
-            message = await (await self._channel(game)).send(embed=scene_embed(game))
+            channel = await self._channel(game)
+            try:
+                message = await channel.send(embed=scene_embed(game))
+            except discord.HTTPException as exc:
+                raise delivery_error(f"posting scene {len(game.path)} of game {game.id}", exc) from exc
         if not game.ended:
             # One reaction at a time, in the background: discord.py waits out the reaction rate limit.
             self.bot.spawn(self._add_reactions(message, len(game.current.scene.choices)))
@@ -173,6 +180,16 @@ class DiscordPresenter:
             f"The next scene could not be written ({reason}). The vote is open again until "
             f"{timestamp(game.current)}.")
 
+    async def notice(self, game: Game, text: str) -> None:
+        await (await self._channel(game)).send(text)
+
+
+def delivery_error(what: str, exc: discord.HTTPException) -> DeliveryError:
+    """Discord's answer as a ``DeliveryError``: 404 (the channel is gone) will not mend by itself; 403 (no
+    access) may, once an admin fixes the bot's permissions, and a 5xx or a rate limit may."""
+    permanent = isinstance(exc, discord.NotFound)
+    return DeliveryError(f"{what}: Discord answered {exc.status} ({exc.text or 'no reason given'})", permanent)
+
 
 class CyoaBot(commands.Bot):
     def __init__(self, engine: StoryEngine, store: TableStore, sync_commands: bool = True,
@@ -190,9 +207,10 @@ class CyoaBot(commands.Bot):
     async def setup_hook(self) -> None:
         from bot.cogs.adventure import AdventureCog, FeedbackCog
         from bot.cogs.config import ConfigCog
+        from bot.cogs.privacy import PrivacyCog
         from bot.cogs.reactions import ReactionsCog
 
-        for cog in (AdventureCog(self), FeedbackCog(self), ConfigCog(self), ReactionsCog(self)):
+        for cog in (AdventureCog(self), FeedbackCog(self), ConfigCog(self), PrivacyCog(self), ReactionsCog(self)):
             await self.add_cog(cog)
         if self.sync_commands:
             await self.tree.sync()
@@ -231,8 +249,16 @@ class CyoaBot(commands.Bot):
 
 
 async def reply(interaction: discord.Interaction[Any], text: str, **kwargs: Any) -> None:
-    """An ephemeral reply, whether or not the interaction was answered (deferred) already."""
-    if interaction.response.is_done():
-        await interaction.followup.send(text, ephemeral=True, **kwargs)
-    else:
+    """An ephemeral reply, whether or not the interaction was answered (deferred) already.
+
+    After a public defer, Discord turns the first followup into the deferred message, public whatever its
+    flags say: so the placeholder is filled and taken away first, and the reply follows as a real private
+    message."""
+    if not interaction.response.is_done():
         await interaction.response.send_message(text, ephemeral=True, **kwargs)
+        return
+    if interaction.response.type is discord.InteractionResponseType.deferred_channel_message:
+        with contextlib.suppress(discord.HTTPException):
+            await interaction.edit_original_response(content="⚠️ That did not work; the reason went to you privately.")
+            await interaction.delete_original_response()
+    await interaction.followup.send(text, ephemeral=True, **kwargs)

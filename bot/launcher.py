@@ -49,6 +49,12 @@ async def run_bot(token: str, bot: CyoaBot) -> None:
         raise ConfigError(f"Discord refused the intents: {exc}") from exc
 
 
+def running_versions(bot: CyoaBot) -> set[str]:
+    """The model versions of the games in progress: the watcher keeps them loaded and unloads the others (one
+    a game needs again is loaded on demand)."""
+    return {game.model_version for game in bot.tables.games.values() if not game.ended}
+
+
 async def close_writers(writers: Writers) -> None:
     for writer in writers.all():
         if isinstance(writer, BatchingWriter):
@@ -73,7 +79,7 @@ def main() -> None:
     decoding = settings.decoding()
 
     def wrap(writer: SceneWriter) -> SceneWriter:
-        return BatchingWriter(writer, max_batch=settings.decoder_slots)
+        return BatchingWriter(writer, max_batch=settings.decoder_slots, deadline_seconds=settings.write_deadline)
 
     async def load(version: str) -> SceneWriter:
         return wrap(await ModelWriter.load(settings.tracking, f"models:/{version}", decoding))
@@ -89,6 +95,7 @@ def main() -> None:
                      writers.challenger or "none", 100 * settings.challenger_share)
             premises = await asyncio.to_thread(bundled_premises)
             bot = build_bot(writers, store, premises, settings.blocked_words, watcher=watcher)
+            watcher.in_use = lambda: running_versions(bot)
             try:
                 await run_bot(token, bot)
             finally:

@@ -13,7 +13,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 from typer.core import TyperGroup
 
-from cyoa import __version__, feedback_cli, model_cli, report_cli
+from cyoa import __version__, feedback_cli, model_cli, privacy_cli, report_cli
 from cyoa import play as play_cli
 from cyoa.settings import Settings
 from data.build import SPLITS, BuildOptions
@@ -43,6 +43,7 @@ app = typer.Typer(cls=CyoaGroup, no_args_is_help=True, pretty_exceptions_enable=
 data_app = typer.Typer(cls=CyoaGroup, no_args_is_help=True, help="Validate and build the story dataset.")
 app.add_typer(data_app, name="data")
 app.add_typer(feedback_cli.app, name="feedback")
+app.add_typer(privacy_cli.app, name="privacy")
 app.command()(model_cli.train)
 app.command()(model_cli.evaluate)
 app.command()(model_cli.promote)

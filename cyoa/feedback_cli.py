@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from cyoa.settings import Settings
+from data.feedback import FeedbackOptions
 
 out = Console()
 err = Console(stderr=True)
@@ -29,17 +30,29 @@ def counts_table(counts: dict[str, int]) -> Table:
 @app.command("export")
 def export(
     min_rating: Annotated[float, typer.Option(help="Mean stars below this drop a scene (1-5).")] = 3.0,
+    min_supporters: Annotated[int, typer.Option(
+        min=0, help="Distinct players whose thumbs up (or star) a scene needs to be learned; 1 suits a "
+                    "single-owner terminal setup, 0 turns the rule off.")] = FeedbackOptions.min_supporters,
+    max_player_share: Annotated[float, typer.Option(
+        min=0.0, max=1.0, help="Most of the harvested steps (and pairs) one player's votes and ratings may "
+                               "decide; 1 turns the cap off.")] = FeedbackOptions.max_player_share,
+    player_cap_floor: Annotated[int, typer.Option(
+        min=0, help="Steps (and pairs) any player may decide whatever the share.")] = FeedbackOptions.player_cap_floor,
+    text_checks: Annotated[bool, typer.Option(
+        help="Drop scenes that are cut off, loop or are garbled (invented words). Turn off only for a model "
+             "that writes no English yet (the tests' tiny one).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")] = False,
 ) -> None:
     """Harvest every saved game onto the latest dataset and log the new version to MLflow (`cyoa-data`)."""
     from cyoa.model_cli import dataset_version
-    from data.feedback import FeedbackOptions
     from data.feedback_job import export_feedback, read_games
 
     if not 1 <= min_rating <= 5:
         raise typer.BadParameter(f"{min_rating:g} is not a star rating; give 1-5", param_hint="--min-rating")
     settings = Settings()
-    options = FeedbackOptions(min_rating=min_rating, block_list=settings.blocked_words)
+    options = FeedbackOptions(min_rating=min_rating, block_list=settings.blocked_words, min_supporters=min_supporters,
+                              max_player_share=max_player_share, player_cap_floor=player_cap_floor,
+                              text_checks=text_checks)
     games, opted_out = asyncio.run(read_games(settings.games_db))
     latest = dataset_version(settings, "latest")
     result = export_feedback(games, opted_out, latest, options, settings.datasets_dir, settings.tracking)

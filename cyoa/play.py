@@ -188,7 +188,7 @@ def play(
 
     def wrap(writer: SceneWriter) -> SceneWriter:
         # A scene's branches are separate requests, most voted first: the queue batches them into one call.
-        return BatchingWriter(writer, max_batch=settings.decoder_slots)
+        return BatchingWriter(writer, max_batch=settings.decoder_slots, deadline_seconds=settings.write_deadline)
 
     async def load(version: str) -> SceneWriter:
         with console.status(f"loading the storyteller ({version})…"):
@@ -203,9 +203,12 @@ def play(
             # A resumed game keeps the version that began it (loaded on demand); new games get the champion,
             # which the watcher follows while you play (unless --model fixed the model).
             writers = Writers(writer, loader=load)
+            # The game on screen: its version stays loaded; the watcher unloads older champions nobody plays.
+            playing: list[Game] = [chosen] if chosen is not None else []
             watcher = None if model else ChampionWatcher(writers, settings.tracking, settings.model_name,
                                                          settings.reload_seconds, wrap=wrap,
-                                                         follow_challenger=False, decoding=decoding)
+                                                         follow_challenger=False, decoding=decoding,
+                                                         in_use=lambda: {g.model_version for g in playing})
             rules = EngineRules(checks=CheckRules(block_list=settings.blocked_words))
             # Reading and validating 64 story files is file I/O: off the event loop.
             engine = StoryEngine(writers, rules, premises=await asyncio.to_thread(bundled_premises))
@@ -213,11 +216,13 @@ def play(
             async def new_game() -> Game:
                 if watcher is not None:
                     await watcher.check()  # the newest champion writes the new game
-                return await pick_game(store, engine, None, None, True)
+                playing[:] = [await pick_game(store, engine, None, None, True)]
+                return playing[0]
 
             polling = asyncio.get_running_loop().create_task(watcher.run()) if watcher is not None else None
             try:
                 current = chosen or await pick_game(store, engine, genre, premise, new)
+                playing[:] = [current]
                 await play_loop(engine, store, current, new_game)
             finally:
                 if polling is not None:

@@ -27,7 +27,8 @@ def read_live_report(path: Path) -> LiveReport:
 
     async def fetch() -> LiveReport:
         async with SQLiteGameStore(path) as store:
-            return live_report(await store.all_games(), await store.output_counts())
+            # Opted-out players' ratings and votes are left out, as the harvest leaves them out.
+            return live_report(await store.all_games(), await store.output_counts(), await store.opted_out())
 
     return asyncio.run(fetch())
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlparse
 
 from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,9 @@ class Settings(BaseSettings):
         default="q8_0", description="weight type of the GGUF file the llama.cpp path converts each version to")
     decoder_slots: int = Field(default=8, ge=1, le=64,
                                description="scenes the llama.cpp path writes together in one batch")
+    write_deadline: float = Field(default=180.0, ge=5, le=3600,
+                                  description="seconds one batched model call may take before it is given up "
+                                  "(a hung generation); the games in it reopen their votes")
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN",
                                             description="the bot's token from the Discord developer portal")
 
@@ -62,8 +66,10 @@ class Settings(BaseSettings):
 
     @property
     def tracking(self) -> TrackingTarget:
-        # With a remote tracking server, its own artifact store decides where artifacts go.
-        root = None if self.mlflow_tracking_uri else self.home / "mlartifacts"
+        # A tracking server's own artifact store decides where artifacts go. A database the client opens itself
+        # (the default, or MLFLOW_TRACKING_URI=sqlite:///...) has none: MLflow would put new experiments'
+        # artifacts in ./mlruns of whatever directory cyoa runs in, so they go to $CYOA_HOME/mlartifacts.
+        root = None if _is_server(self.tracking_uri) else self.home / "mlartifacts"
         return TrackingTarget(self.tracking_uri, root)
 
     @property
@@ -96,6 +102,11 @@ class Settings(BaseSettings):
 
     def model_uri(self, alias: str) -> str:
         return f"models:/{self.model_name}@{alias}"
+
+
+def _is_server(uri: str) -> bool:
+    """Whether a tracking URI names an MLflow server (which has an artifact store), not a local store."""
+    return urlparse(uri).scheme in {"http", "https"} or uri.startswith("databricks")
 
 
 def _variable(location: tuple[int | str, ...]) -> str:

@@ -8,7 +8,10 @@ Pure logic, no I/O: ``harvest(games, opted_out, existing, options)`` turns saved
   version it replaced, a 👍-rated version over a 👎-rated one of the same scene.
 
 Every candidate is dropped by the first filter it fails, in the order of ``STEP_FILTERS`` / ``PAIR_FILTERS``,
-and counted under that filter, so kept + dropped = candidates. The rules, and why:
+and counted under that filter, so kept + dropped = candidates. Play in a public server is open to anyone, a
+troll or a bot account included, so a row needs more than the absence of complaints: a positive signal from
+more than one player, text that passes automatic checks, and no single player deciding too much of it. The
+rules, and why:
 
 - **opted_out**: opted-out players count as if they had never played. Their ratings are ignored, their votes
   are removed before a choice is judged, and a choice stands only if it is still a top choice of the votes
@@ -20,44 +23,88 @@ and counted under that filter, so kept + dropped = candidates. The rules, and wh
 - **rated_down**: a scene with net thumbs down, or mean stars below ``min_rating``. Training scores the
   prompt's tokens too (``TrainConfig.prompt_loss``), so a step is dropped when *any* of its scenes (history,
   current or next) is rated down or repaired, not only the next one.
+- **too_short** / **looping** / **garbled**: automatic checks on the text a row teaches (``data.text_quality``),
+  each with a ``FeedbackOptions`` threshold: a narration under ``min_words`` (the engine's own floor: a
+  shorter one is a cut-off answer kept by laxer rules); a narration whose word 3-grams repeat an earlier one
+  more than ``max_repeated_trigrams`` of the time (the bundled scenes reach 4.7 %; a 26-word sentence said
+  again in a 96-word scene gives 20 %); more than ``invented_words_allowed`` invented words *and* a share of them above
+  ``max_invented_share`` (one unknown word is a name or a rare word; the bundled scenes reach 2.5 %, the old
+  starter's garbled scenes 4-25 %), or any word run together past what English writes. Steps check every
+  scene (history, current and next, for the reason given under ``rated_down``); pairs check the chosen
+  answer only: DPO scores the answers, not the prompt, and a garbled *rejected* answer is a fine lesson.
+- **unsupported**: a step's next scene needs a 👍 (or ⭐ / ``up_stars`` stars) from at least
+  ``min_supporters`` distinct opted-in players, each judged on their own ratings (a player's 👍 and 👎 of
+  the same scene cancel out). One account alone, or a vote with nobody rating, is not enough; with the default
+  of 2 a troll needs a second account or a real player's agreement. The scenes before it need no 👍 of their
+  own: the players who rated the next scene up read the story that led there, any of them could have rated
+  a bad one down (which drops every step after it, ``rated_down``), and every one is checked as text. 1 suits
+  a single-owner terminal setup (``cyoa play``: one player, who rates with stars). For pairs the same
+  threshold applies to the players who stated the preference: a ``vote`` pair needs that many opted-in
+  voters for the winning choice (a terminal choice counts as its one player); a ``rating`` pair the players
+  who rated the chosen version up or the rejected one down; a ``retry`` pair those players plus the one who
+  retried (not recorded: only the game's starter or a moderator may, and it is counted as the starter, so
+  the count is never too high).
 - **blocked**: a word of the block list (global plus the game's own) anywhere in the row.
 - **duplicate** / **near_duplicate**: the next scene equals, or shares ``near_duplicate`` (60 %) of its word
   3-grams with (``engine.checks.overlap``), a scene of the existing dataset (every split, so no test scene
   leaks into training) or a step harvested before it (games in order of creation: older play wins).
+- **player_cap**: no player may decide more than ``max_player_share`` (25 %) of an export's steps, and
+  separately of its pairs, or ``player_cap_floor`` (10) rows if that is more. A row is *decided* by the
+  players whose signal made it pass: a step by its next scene's supporters and the opted-in voters of the
+  choice that led there (the game's player for a terminal choice), a pair by the players counted under
+  ``unsupported``. Rows are taken in order (older play first) and one whose deciders include a player at the
+  cap is dropped; the cap is then recomputed from what is kept, until each player is within
+  ``max(floor, share * kept)``. The floor keeps a small export from being emptied (with three friends who
+  decide every step together the share alone would allow none) while bounding what one account can add
+  alone: 10 steps beside the 857 bundled train steps is about 1 %. It runs last, so a dropped row still
+  counts as seen for the duplicate filters. ``max_player_share=1`` turns it off (a server of trusted players).
 
 Ratings name a scene by its index; a retry puts a new version at the same index. A rating counts for the
 version shown when it was given: the current one if given at or after it was shown, the one a retry
 replaced if there was exactly one; any other (before an undo, between several retries) cannot be tied to
 one text and is counted as ``ratings_unattributed``.
 
+Votes deleted at their player's request (``/privacy forget``, ``Shown.forgotten_votes``) count like opted-out
+ones: a closed vote stands only if the votes left still make its choice a top choice.
+
+A perplexity check under the champion is not made: it would load the model into the export (torch, MLflow
+artifacts) for a signal the text checks and the players' ratings already give.
+
 Rows carry where they came from (game id, scene index, model version) and never a player's name or id.
 """
 
 from __future__ import annotations
 
+import math
+import re
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from statistics import fmean
+from typing import TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from data.normalise import normalise_choice, normalise_text
 from data.steps import HistoryItem, Step
-from engine.checks import blocked_words, shingles
+from data.text_quality import invented_words, repeated_ngram_rate, run_together_words
+from engine.checks import CheckRules, blocked_words, shingles
 from engine.game import Game, Rating, Shown, Written
 from engine.prompt_format import StoryContext, Turn, render_prompt, render_target
 from engine.story import EndingKind
+
+T = TypeVar("T")
 
 FEEDBACK_FORMAT_VERSION = 1
 ID_PREFIX = "play"
 PREFERENCES_FILE = "preferences.jsonl"  # next to the splits of a harvested dataset version
 
-STEP_FILTERS: tuple[str, ...] = ("opted_out", "unvoted", "repaired", "rated_down", "blocked", "invalid",
-                                 "duplicate", "near_duplicate")
-PAIR_FILTERS: tuple[str, ...] = ("opted_out", "unvoted", "overruled", "repaired", "blocked", "invalid", "identical",
-                                 "duplicate")
+TEXT_FILTERS: tuple[str, ...] = ("too_short", "looping", "garbled")
+STEP_FILTERS: tuple[str, ...] = ("opted_out", "unvoted", "repaired", "rated_down", *TEXT_FILTERS, "unsupported",
+                                 "blocked", "invalid", "duplicate", "near_duplicate", "player_cap")
+PAIR_FILTERS: tuple[str, ...] = ("opted_out", "unvoted", "overruled", "repaired", *TEXT_FILTERS, "unsupported",
+                                 "blocked", "invalid", "identical", "duplicate", "player_cap")
 
 
 class PairKind(StrEnum):
@@ -68,10 +115,29 @@ class PairKind(StrEnum):
 
 @dataclass(frozen=True)
 class FeedbackOptions:
+    """The harvest's thresholds; the module's docstring says why each default is what it is."""
+
     min_rating: float = 3.0  # mean stars below this: rated down
     up_stars: float = 4.0  # mean stars at or above this (and no net thumbs down): rated up
     near_duplicate: float = 0.6  # the engine's near-copy share of word 3-grams
     block_list: frozenset[str] = frozenset()
+    min_supporters: int = 2  # distinct opted-in players who rated a step's next scene up (0: no such rule)
+    max_player_share: float = 0.25  # of an export's steps (and of its pairs) one player may decide
+    player_cap_floor: int = 10  # rows any player may decide whatever the share
+    min_words: int = CheckRules.min_words  # a narration's words
+    max_repeated_trigrams: float = 0.1  # share of a narration's word 3-grams that repeat an earlier one
+    max_invented_share: float = 0.03  # of a scene's lower-case words...
+    invented_words_allowed: int = 1  # ...once it has more invented words than this
+    text_checks: bool = True  # off only for a model that writes no English yet (the tests' tiny one)
+
+    def as_params(self) -> dict[str, float | int]:
+        """Every threshold by name, as logged (the block list's words are not: only how many)."""
+        return {"min_rating": self.min_rating, "up_stars": self.up_stars, "near_duplicate": self.near_duplicate,
+                "block_list_words": len(self.block_list), "min_supporters": self.min_supporters,
+                "max_player_share": self.max_player_share, "player_cap_floor": self.player_cap_floor,
+                "min_words": self.min_words, "max_repeated_trigrams": self.max_repeated_trigrams,
+                "max_invented_share": self.max_invented_share,
+                "invented_words_allowed": self.invented_words_allowed, "text_checks": int(self.text_checks)}
 
 
 # --- what is exported ---------------------------------------------------------------------------
@@ -191,6 +257,14 @@ def verdict(ratings: Sequence[Rating], options: FeedbackOptions) -> str | None:
     return None
 
 
+def players_judging(ratings: Sequence[Rating], options: FeedbackOptions, judgement: str) -> frozenset[str]:
+    """The players whose own ratings of a version give ``judgement`` (``up`` or ``down``)."""
+    by_player: dict[str, list[Rating]] = defaultdict(list)
+    for rating in ratings:
+        by_player[rating.player].append(rating)
+    return frozenset(player for player, own in by_player.items() if verdict(own, options) == judgement)
+
+
 def attribute(game: Game, ratings: Iterable[Rating]) -> tuple[dict[Version, list[Rating]], int]:
     """The ratings of each version they can be tied to, and how many could not be."""
     by_version: dict[Version, list[Rating]] = defaultdict(list)
@@ -206,6 +280,58 @@ def attribute(game: Game, ratings: Iterable[Rating]) -> tuple[dict[Version, list
         else:
             unattributed += 1
     return by_version, unattributed
+
+
+# --- the text ------------------------------------------------------------------------------------
+def text_fault(scene: Written, options: FeedbackOptions) -> str | None:
+    """Which text check a scene fails (``too_short``, ``looping``, ``garbled``), or ``None``."""
+    if not options.text_checks:
+        return None
+    narration = normalise_text(scene.narration)
+    words = narration.split()
+    if len(words) < options.min_words:
+        return "too_short"
+    if repeated_ngram_rate(" ".join(shingle_words(narration)), 3) > options.max_repeated_trigrams:
+        return "looping"
+    texts = [narration, *scene.choices]
+    invented, total, _ = invented_words(texts)
+    if invented > options.invented_words_allowed and invented / max(total, 1) > options.max_invented_share:
+        return "garbled"
+    if any(run_together_words(text) for text in texts):
+        return "garbled"
+    return None
+
+
+def shingle_words(text: str) -> list[str]:
+    """Words as ``engine.checks.shingles`` reads them (case-folded, punctuation dropped): "door." is "door"."""
+    return re.findall(r"\w+", text.casefold())
+
+
+# --- the cap on one player's share --------------------------------------------------------------
+def _greedy(deciders: Sequence[frozenset[str]], cap: int) -> list[bool]:
+    """Rows in order, each kept unless one of its deciders has decided ``cap`` kept rows already."""
+    decided: Counter[str] = Counter()
+    kept = []
+    for players in deciders:
+        fits = all(decided[player] < cap for player in players)
+        if fits:
+            decided.update(players)
+        kept.append(fits)
+    return kept
+
+
+def player_cap(deciders: Sequence[frozenset[str]], share: float, floor: int) -> list[bool]:
+    """Which rows stay when no player may decide more than ``max(floor, share * rows kept)``.
+
+    The allowance depends on what is kept, which depends on the allowance: start from no cap and lower it to
+    what the rows kept allow until it holds. It only goes down, and stops at ``floor`` at the latest."""
+    cap = len(deciders)
+    while True:
+        kept = _greedy(deciders, cap)
+        allowed = max(floor, math.floor(share * sum(kept) + 1e-9))
+        if allowed >= cap:
+            return kept
+        cap = allowed
 
 
 # --- one game -----------------------------------------------------------------------------------
@@ -231,6 +357,7 @@ class _Game:
     options: FeedbackOptions
     ratings: dict[Version, list[Rating]] = field(default_factory=dict)
     block_list: frozenset[str] = frozenset()
+    faults: dict[int, str | None] = field(default_factory=dict)  # text_fault of each shown scene, once
 
     @property
     def path(self) -> list[Shown]:
@@ -245,12 +372,37 @@ class _Game:
     def verdict(self, version: Version) -> str | None:
         return verdict(self.ratings.get(version, []), self.options)
 
+    def supporters(self, version: Version) -> frozenset[str]:
+        return players_judging(self.ratings.get(version, []), self.options, "up")
+
+    def opposers(self, version: Version) -> frozenset[str]:
+        return players_judging(self.ratings.get(version, []), self.options, "down")
+
+    @property
+    def chooser(self) -> frozenset[str]:
+        """Who makes a choice without a vote (the terminal's one player), and who retries: the starter."""
+        player = self.game.owner or (self.game.players[0] if len(self.game.players) == 1 else None)
+        return frozenset({player}) if player is not None and player not in self.opted_out else frozenset()
+
+    def choice_deciders(self, shown: Shown) -> frozenset[str]:
+        """The opted-in players whose votes (or direct choice) took the choice made in ``shown``."""
+        if shown.votes or shown.forgotten_votes:
+            return frozenset(vote.player for vote in shown.votes
+                             if vote.choice == shown.chosen and vote.player not in self.opted_out)
+        return frozenset() if shown.tie_break else self.chooser
+
+    def text_fault(self, index: int) -> str | None:
+        """The text check the scene shown at ``index`` fails, if any."""
+        if index not in self.faults:
+            self.faults[index] = text_fault(self.path[index].scene, self.options)
+        return self.faults[index]
+
     def choice_signal(self, shown: Shown) -> str | None:
         """Why the choice taken from ``shown`` is no judgement of opted-in players (``None``: it is one)."""
-        if shown.votes:
+        if shown.votes or shown.forgotten_votes:
             counts = Counter(v.choice for v in shown.votes if v.player not in self.opted_out)
             if not counts or shown.chosen is None or counts[shown.chosen] < max(counts.values()):
-                return "opted_out"  # only opted-out players voted, or their votes decided it
+                return "opted_out"  # only opted-out (or forgotten) players voted, or their votes decided it
             return None
         if shown.tie_break:
             return "unvoted"
@@ -304,6 +456,7 @@ class _Candidate:
     rejected_action: int | None = None
     overruled: bool = False
     signal: str | None = None  # the choice signal of a vote pair
+    deciders: frozenset[str] = frozenset()  # the players who stated this preference
 
 
 def _candidates(view: _Game) -> list[_Candidate]:
@@ -313,12 +466,14 @@ def _candidates(view: _Game) -> list[_Candidate]:
         versions: list[tuple[Version, Written]] = [((point, CURRENT), shown.scene)]
         versions += [((point, n), old) for n, old in enumerate(shown.rejected)]
         action = view.path[point - 1].chosen if point > 0 else None
-        ups = [w for v, w in versions if view.verdict(v) == "up"]
-        downs = [w for v, w in versions if view.verdict(v) == "down"]
-        out += [_Candidate(PairKind.RATING, point, up, down, action, action) for up in ups for down in downs]
+        ups = [(v, w) for v, w in versions if view.verdict(v) == "up"]
+        downs = [(v, w) for v, w in versions if view.verdict(v) == "down"]
+        out += [_Candidate(PairKind.RATING, point, up, down, action, action,
+                           deciders=view.supporters(u) | view.opposers(d)) for u, up in ups for d, down in downs]
         current_down = view.verdict((point, CURRENT)) == "down"
         out += [_Candidate(PairKind.RETRY, point, shown.scene, old, action, action,
-                           overruled=current_down or view.verdict((point, n)) == "up")
+                           overruled=current_down or view.verdict((point, n)) == "up",
+                           deciders=view.chooser | view.supporters((point, CURRENT)) | view.opposers((point, n)))
                 for n, old in enumerate(shown.rejected)]
         if point > 0:
             before = view.path[point - 1]
@@ -327,8 +482,8 @@ def _candidates(view: _Game) -> list[_Candidate]:
                 continue
             # The players' later word on the winning branch overrules their vote: a retry, or a 👎.
             overruled = winner != shown.scene or current_down
-            signal = view.choice_signal(before)
-            out += [_Candidate(PairKind.VOTE, point, winner, loser, before.chosen, choice, overruled, signal)
+            signal, voters = view.choice_signal(before), view.choice_deciders(before)
+            out += [_Candidate(PairKind.VOTE, point, winner, loser, before.chosen, choice, overruled, signal, voters)
                     for choice, loser in sorted(before.branches.items()) if choice != before.chosen]
     return out
 
@@ -364,8 +519,9 @@ class _Harvester:
         self.opted_out = opted_out
         self.options = options
         self.index = ShingleIndex(text for step in existing for text in (step.scene, step.next_scene))
-        self.steps: list[Step] = []
-        self.pairs: list[PreferencePair] = []
+        # Rows that passed every other filter, with the players who decided them, for the cap at the end.
+        self.steps: list[tuple[Step, frozenset[str]]] = []
+        self.pairs: list[tuple[PreferencePair, frozenset[str]]] = []
         self.pair_keys: set[tuple[str, str, str]] = set()
         self.counts: Counter[str] = Counter()
 
@@ -402,6 +558,12 @@ class _Harvester:
             return "repaired"
         if any(view.verdict((n, CURRENT)) == "down" for n in range(index + 2)):
             return "rated_down"
+        faults = {view.text_fault(n) for n in range(index + 2)}
+        fault = next((name for name in TEXT_FILTERS if name in faults), None)
+        if fault is not None:
+            return fault
+        if len(view.supporters((index + 1, CURRENT))) < self.options.min_supporters:
+            return "unsupported"
         try:
             step = _step(view, index)
         except ValidationError:
@@ -419,7 +581,8 @@ class _Harvester:
         if isinstance(step, str):
             self.counts[f"steps_dropped_{step}"] += 1
             return
-        self.steps.append(step)
+        deciders = view.supporters((index + 1, CURRENT)) | view.choice_deciders(view.path[index])
+        self.steps.append((step, deciders))
         self.index.add(step.next_scene)
 
     def pair_or_reason(self, view: _Game, candidate: _Candidate, number: int) -> PreferencePair | str:
@@ -432,6 +595,11 @@ class _Harvester:
             return "overruled"
         if candidate.chosen.repaired or candidate.rejected.repaired:
             return "repaired"
+        fault = text_fault(candidate.chosen, self.options)
+        if fault is not None:
+            return fault
+        if len(candidate.deciders) < self.options.min_supporters:
+            return "unsupported"
         try:
             pair = _pair(view, candidate, number)
         except ValidationError:
@@ -450,17 +618,31 @@ class _Harvester:
             self.counts[f"pairs_dropped_{pair}"] += 1
             return
         self.pair_keys.add((pair.prompt, pair.chosen, pair.rejected))
-        self.pairs.append(pair)
-        self.counts[f"pairs_kept_{pair.kind}"] += 1
+        self.pairs.append((pair, candidate.deciders))
+
+    def capped(self, what: str, rows: Sequence[tuple[T, frozenset[str]]]) -> list[T]:
+        """The rows within the per-player cap; counts what it dropped, how many players decided the rows
+        kept, and the most any one of them decided."""
+        options = self.options
+        within = player_cap([deciders for _, deciders in rows], options.max_player_share, options.player_cap_floor)
+        kept = [(row, deciders) for (row, deciders), fits in zip(rows, within, strict=True) if fits]
+        decided = Counter(player for _, deciders in kept for player in deciders)
+        self.counts[f"{what}_dropped_player_cap"] = len(rows) - len(kept)
+        self.counts[f"{what}_deciders"] = len(decided)
+        self.counts[f"{what}_most_by_one_player"] = max(decided.values(), default=0)
+        return [row for row, _ in kept]
 
     def result(self) -> Harvest:
         """Every count, zeros included (stable MLflow metrics), in reading order: steps, then pairs."""
-        self.counts["steps_kept"], self.counts["pairs_kept"] = len(self.steps), len(self.pairs)
+        steps, pairs = self.capped("steps", self.steps), self.capped("pairs", self.pairs)
+        self.counts["steps_kept"], self.counts["pairs_kept"] = len(steps), len(pairs)
+        self.counts.update(Counter(f"pairs_kept_{pair.kind}" for pair in pairs))
         keys = ["games", "games_opted_out", "ratings_ignored_opted_out", "ratings_unattributed",
                 "steps_candidates", "steps_kept", *(f"steps_dropped_{name}" for name in STEP_FILTERS),
+                "steps_deciders", "steps_most_by_one_player",
                 "pairs_candidates", "pairs_kept", *(f"pairs_kept_{kind}" for kind in PairKind),
-                *(f"pairs_dropped_{name}" for name in PAIR_FILTERS)]
-        return Harvest(self.steps, self.pairs, {key: self.counts[key] for key in keys})
+                *(f"pairs_dropped_{name}" for name in PAIR_FILTERS), "pairs_deciders", "pairs_most_by_one_player"]
+        return Harvest(steps, pairs, {key: self.counts[key] for key in keys})
 
 
 def harvest(games: Iterable[Game], opted_out: Iterable[str], existing: Sequence[Step],

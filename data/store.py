@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
+import sqlite3
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -21,13 +24,41 @@ import aiosqlite
 
 from engine.errors import CyoaError, StateError
 from engine.game import Game, GameStatus, Shown, now
+from engine.privacy import Forgotten, forget_in_game, players_in, started_by
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 _Row = tuple[object, ...]
+# How long a statement waits for another connection's lock (a backup, `cyoa feedback export`, sqlite3 in a
+# terminal) before it fails: a briefly locked database delays a save instead of losing it.
+BUSY_TIMEOUT_SECONDS = 5.0
+
+log = logging.getLogger(__name__)
+
+# What a player is told for the SQLite failures a running store can meet (by primary result code). The
+# database's path is never in it: it is logged, for the operator.
+_BUSY = "the game database is busy (another program holds it locked); try again in a moment"
+_REASONS = {
+    sqlite3.SQLITE_BUSY: _BUSY,
+    sqlite3.SQLITE_LOCKED: _BUSY,
+    sqlite3.SQLITE_FULL: "the game database is full (its disk has no space left, or its size limit is reached)",
+    sqlite3.SQLITE_IOERR: "the game database could not be read or written (a disk error)",
+    sqlite3.SQLITE_READONLY: "the game database is read-only",
+    sqlite3.SQLITE_CORRUPT: "the game database is damaged",
+    sqlite3.SQLITE_NOTADB: "the game database is damaged",
+    sqlite3.SQLITE_CANTOPEN: "the game database cannot be opened",
+}
 
 
 class StoreError(CyoaError):
     """The game database cannot be opened or used."""
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    """Why a statement failed, in words a player can read (SQLite's own message for anything unforeseen:
+    a constraint, a bug; it names no file)."""
+    code = getattr(exc, "sqlite_errorcode", None)  # set by sqlite3 on errors from the library itself
+    reason = _REASONS.get(code & 0xFF) if isinstance(code, int) else None
+    return reason or str(exc)
 
 
 @dataclass(frozen=True)
@@ -54,8 +85,9 @@ def migrations() -> list[tuple[int, Path]]:
 class SQLiteGameStore:
     """The real ``engine.ports.GameStore``: ``async with SQLiteGameStore(path) as store:``."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, busy_timeout: float = BUSY_TIMEOUT_SECONDS) -> None:
         self.path = path
+        self.busy_timeout = busy_timeout
         self._db: aiosqlite.Connection | None = None
         # One connection serves every game, so its transactions must not interleave: a second BEGIN inside
         # the first fails, and its rollback would undo the other game's half-written save.
@@ -86,25 +118,46 @@ class SQLiteGameStore:
         async with self.db.executemany(sql, rows):
             pass
 
+    def _failed(self, what: str, exc: sqlite3.Error, outcome: str = "") -> StoreError:
+        """The error a user sees (what failed and why, no path); the whole of it, path included, is logged."""
+        log.error("game database %s: cannot %s: %s: %s", self.path, what, type(exc).__name__, exc)
+        return StoreError(f"cannot {what}{outcome}: {_reason(exc)}")
+
+    @asynccontextmanager
+    async def _reading(self, what: str) -> AsyncIterator[None]:
+        """A read whose SQLite errors (locked, damaged, a disk error) become a ``StoreError``."""
+        try:
+            yield
+        except aiosqlite.Error as exc:
+            raise self._failed(what, exc) from exc
+
+    async def _rollback(self) -> None:
+        try:
+            await self.db.rollback()
+        except aiosqlite.Error as exc:  # a disk error can fail the rollback too: SQLite's journal undoes it
+            log.error("game database %s: the rollback failed (%s); SQLite undoes the transaction from its journal "
+                      "when the database is next opened", self.path, exc)
+
     @asynccontextmanager
     async def _transaction(self, what: str) -> AsyncIterator[None]:
-        """One write transaction at a time; on any failure nothing of it stays."""
+        """One write transaction at a time; on any failure (locked past the busy timeout, full, a disk error)
+        it is rolled back and nothing of it stays."""
         async with self._writing:
             try:
                 await self._run("BEGIN IMMEDIATE")
                 yield
                 await self.db.commit()
             except aiosqlite.Error as exc:
-                await self.db.rollback()
-                raise StoreError(f"{self.path}: cannot {what}; nothing of it was changed: {exc}") from exc
+                await self._rollback()
+                raise self._failed(what, exc, "; nothing of it was changed") from exc
             except BaseException:
-                await self.db.rollback()
+                await self._rollback()
                 raise
 
     async def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
-            self._db = await aiosqlite.connect(self.path)
+            self._db = await aiosqlite.connect(self.path, timeout=self.busy_timeout)
             await self._run("PRAGMA journal_mode = WAL")
             await self._run("PRAGMA foreign_keys = ON")
             await self._migrate()
@@ -139,9 +192,14 @@ class SQLiteGameStore:
 
     # --- games --------------------------------------------------------------------------------
     async def save(self, game: Game) -> None:
-        """Write the whole game in one transaction: its state and its rows."""
+        """Write the whole game in one transaction: its state and its rows, without what a player asked to
+        have forgotten (``_without_forgotten``)."""
         stamp = now().isoformat()
         async with self._transaction(f"save game {game.id}"):
+            kept = await self._without_forgotten(game)
+            if kept is None:
+                return  # started by a player forgotten since: deleted then, and never written again
+            game = kept
             await self._run(
                 "INSERT INTO games (id, place, genre, premise, model_version, status, scenes, state_version, state,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
@@ -195,7 +253,8 @@ class SQLiteGameStore:
                 " count = count + excluded.count", rows)
 
     async def output_counts(self) -> dict[str, dict[str, int]]:
-        async with self.db.execute("SELECT model_version, counter, count FROM output_counts") as cursor:
+        async with (self._reading("read the output counts"),
+                    self.db.execute("SELECT model_version, counter, count FROM output_counts") as cursor):
             rows = await cursor.fetchall()
         out: dict[str, dict[str, int]] = {}
         for version, counter, count in rows:
@@ -203,7 +262,8 @@ class SQLiteGameStore:
         return out
 
     async def load(self, game_id: str) -> Game:
-        async with self.db.execute("SELECT state FROM games WHERE id = ?", (game_id,)) as cursor:
+        async with (self._reading(f"read game {game_id}"),
+                    self.db.execute("SELECT state FROM games WHERE id = ?", (game_id,)) as cursor):
             row = await cursor.fetchone()
         if row is None:
             raise StoreError(f"no saved game {game_id!r}")
@@ -215,8 +275,9 @@ class SQLiteGameStore:
 
     async def _games(self, where: str = "", parameters: tuple[str, ...] = ()) -> list[Game]:
         """The saved games that ``where`` selects, oldest first, read in one query."""
-        async with self.db.execute(f"SELECT id, state FROM games {where} ORDER BY created_at, id",
-                                   parameters) as cursor:
+        async with (self._reading("read the saved games"),
+                    self.db.execute(f"SELECT id, state FROM games {where} ORDER BY created_at, id",
+                                    parameters) as cursor):
             rows = await cursor.fetchall()
         return [self._game(str(game_id), str(state)) for game_id, state in rows]
 
@@ -229,7 +290,8 @@ class SQLiteGameStore:
     async def list_games(self, place: str | None = None) -> list[GameSummary]:
         query = ("SELECT id, place, genre, premise, status, scenes, model_version, updated_at FROM games"
                  + (" WHERE place = ?" if place is not None else "") + " ORDER BY updated_at DESC")
-        async with self.db.execute(query, (place,) if place is not None else ()) as cursor:
+        async with (self._reading("list the saved games"),
+                    self.db.execute(query, (place,) if place is not None else ()) as cursor):
             rows = await cursor.fetchall()
         return [GameSummary(str(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4]), int(r[5]), str(r[6]), str(r[7]))
                 for r in rows]
@@ -241,16 +303,19 @@ class SQLiteGameStore:
     # --- servers and players ------------------------------------------------------------------
     async def server_settings(self, server: str) -> dict[str, Any]:
         """The values a server changed from the defaults (empty if none)."""
-        async with self.db.execute("SELECT settings FROM server_settings WHERE server = ?", (server,)) as cursor:
+        async with (self._reading(f"read the settings of server {server}"),
+                    self.db.execute("SELECT settings FROM server_settings WHERE server = ?", (server,)) as cursor):
             row = await cursor.fetchone()
         if row is None:
             return {}
         try:
             values = json.loads(str(row[0]))
         except json.JSONDecodeError as exc:
-            raise StoreError(f"{self.path}: settings of server {server} are not JSON: {exc}") from exc
+            log.error("game database %s: settings of server %s are not JSON: %s", self.path, server, exc)
+            raise StoreError(f"the stored settings of server {server} are damaged (not JSON)") from exc
         if not isinstance(values, dict):
-            raise StoreError(f"{self.path}: settings of server {server} are not an object")
+            log.error("game database %s: settings of server %s are not an object", self.path, server)
+            raise StoreError(f"the stored settings of server {server} are damaged (not an object)")
         return values
 
     async def save_server_settings(self, server: str, values: dict[str, Any]) -> None:
@@ -269,5 +334,57 @@ class SQLiteGameStore:
                 await self._run("DELETE FROM opt_outs WHERE player = ?", (player,))
 
     async def opted_out(self) -> frozenset[str]:
-        async with self.db.execute("SELECT player FROM opt_outs") as cursor:
+        async with self._reading("read the opt-outs"), self.db.execute("SELECT player FROM opt_outs") as cursor:
             return frozenset(str(row[0]) for row in await cursor.fetchall())
+
+    # --- forgetting a player ------------------------------------------------------------------
+    async def forget_player(self, player: str) -> Forgotten:
+        """Delete what the player did from every saved game, and the games they started (``engine.privacy``),
+        in one transaction; record the forget (table ``forgotten``) and opt them out, so that nothing of theirs
+        comes back (``_without_forgotten``) and what they do later is not harvested until they opt back in."""
+        forgotten = Forgotten()
+        stamp = now()
+        async with self._transaction("forget a player"):
+            async with self.db.execute("SELECT id, state FROM games") as cursor:
+                rows = await cursor.fetchall()
+            for game_id, state in rows:
+                game = self._game(str(game_id), str(state))
+                if started_by(game, player):
+                    await self._run("DELETE FROM games WHERE id = ?", (game.id,))  # its rows go with it (cascade)
+                    forgotten.games += 1
+                elif player in players_in(game):
+                    forgotten += forget_in_game(game, player)
+                    await self._rewrite(game, stamp)
+            await self._run("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (player, stamp.isoformat()))
+            await self._run("INSERT OR IGNORE INTO opt_outs VALUES (?, ?)", (player, stamp.isoformat()))
+        log.info("forgot a player: %s", forgotten)
+        return forgotten
+
+    async def _rewrite(self, game: Game, stamp: datetime) -> None:
+        """A stored game's state and rows written again (inside a transaction)."""
+        await self._run("UPDATE games SET state = ?, updated_at = ? WHERE id = ?",
+                        (game.to_json(), stamp.isoformat(), game.id))
+        for table in ("scenes", "choices", "branches", "votes", "ratings"):  # constants, never input
+            await self._run(f"DELETE FROM {table} WHERE game_id = ?", (game.id,))
+        await self._write_rows(game)
+
+    async def _without_forgotten(self, game: Game) -> Game | None:
+        """``game`` as it may be written (inside the save's transaction): what players forgotten since did up
+        to their forget is left out (a copy; the caller's game is not changed), and a game one of them started
+        before it is not written at all (``None``). It catches what a forget could not reach: a running bot's
+        games when ``cyoa privacy forget`` ran in another process, a reaction read again after a restart."""
+        named = sorted(players_in(game))
+        if not named:
+            return game
+        marks = ", ".join("?" * len(named))
+        async with self.db.execute(f"SELECT player, at FROM forgotten WHERE player IN ({marks})", named) as cursor:
+            rows = await cursor.fetchall()
+        if not rows:
+            return game
+        kept = game.model_copy(deep=True)
+        for player, at in rows:
+            until = datetime.fromisoformat(str(at))
+            if started_by(kept, str(player), until):
+                return None
+            forget_in_game(kept, str(player), until)
+        return kept

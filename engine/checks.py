@@ -21,6 +21,9 @@ class CheckRules:
     # words, and a model's may be a little shorter or longer before a player minds.
     min_choice_words: int = 2
     max_choice_words: int = 20
+    # Four choices of at most 150 characters (with their number emoji) fit the 1,024 characters of one
+    # Discord embed field, so no choice is ever cut off while its reaction still votes for it.
+    max_choice_chars: int = 150
     block_list: frozenset[str] = frozenset()
 
     def with_words(self, words: Iterable[str]) -> CheckRules:
@@ -54,10 +57,21 @@ def visible(text: str) -> str:
     return _INVISIBLE.sub("", text)
 
 
+# Letters of other scripts drawn like Latin ones (Cyrillic, then Greek, lower case: after case folding): a
+# blocked word spelled with a Cyrillic a (U+0430) looks the same to a reader, so it is the same to the matcher.
+_LOOKALIKES = str.maketrans(
+    "\u0430\u0432\u0435\u0451\u043a\u043c\u043d\u043e\u0440\u0441\u0442\u0443\u0445\u0456\u0457\u0458\u0455"
+    "\u0501\u051b\u051d\u04bb\u04cf"
+    "\u03b1\u03b2\u03b5\u03b9\u03ba\u03bd\u03bf\u03c1\u03c4\u03c5\u03c7\u03c9\u03c2\u03c3",
+    "abeekmhopctyxiijsdqwhl" "abeikvoptuxwso")
+
+
 def normalised(text: str) -> str:
     """The form the block list compares: NFKC (fullwidth and compatibility letters become plain ones),
-    invisible characters removed, case-folded ("Straße" and "STRASSE" are one word)."""
-    return visible(unicodedata.normalize("NFKC", text)).casefold()
+    invisible characters removed, case-folded ("Straße" and "STRASSE" are one word), look-alike Cyrillic and
+    Greek letters read as the Latin ones they imitate, and accents dropped ("fück" is "fuck")."""
+    folded = visible(unicodedata.normalize("NFKC", text)).casefold().translate(_LOOKALIKES)
+    return "".join(c for c in unicodedata.normalize("NFKD", folded) if not unicodedata.combining(c))
 
 
 def blocked_words(text: str, block_list: Iterable[str]) -> list[str]:
@@ -96,6 +110,9 @@ def check_output(text: str, earlier: Sequence[str], rules: CheckRules, must_end:
         if not rules.min_choice_words <= count <= rules.max_choice_words:
             raise RejectedOutputError(f"choice length: {choice!r} has {count} word(s), needs "
                                       f"{rules.min_choice_words}-{rules.max_choice_words}")
+        if len(choice) > rules.max_choice_chars:
+            raise RejectedOutputError(f"choice length: {choice[:40]!r}… has {len(choice)} characters, at most "
+                                      f"{rules.max_choice_chars}")
     if must_end and not scene.is_ending:
         raise RejectedOutputError("the story is at its maximum length but the answer is not an ending")
     if not may_end and scene.is_ending:

@@ -15,7 +15,11 @@
     ├── RejectedOutputError   a model output parsed but failed a check (length, near-copy, blocked word)
     ├── BlockedTextError      text a player typed contains a blocked word
     ├── GameRuleError         a move the rules do not allow now (no such choice, the story has ended...)
+    │   └── CooldownError     the same move again too soon (says how long to wait)
     ├── StorytellerBusyError  the model's queue is full: try again in a moment
+    ├── StorytellerFailedError  the model raised, or answered nothing usable, for this request
+    │   └── StorytellerTimeoutError  the model did not answer within its deadline
+    ├── DeliveryError         a frontend could not show something (the channel is gone, no access, a 5xx)
     └── StateError            a saved game cannot be read (corrupt, or from a newer cyoa)
 
 Third-party errors are converted at the edge (``raise DatasetError(...) from exc``) so callers only ever
@@ -109,3 +113,25 @@ class StateError(CyoaError):
 
 class StorytellerBusyError(CyoaError):
     """The model's request queue is full."""
+
+
+class CooldownError(GameRuleError):
+    """The same move again too soon; the message says how long to wait."""
+
+
+class StorytellerFailedError(CyoaError):
+    """The model raised (out of memory, a bug in a writer) or answered nothing for this request. The
+    original error is chained and logged where it was converted; the message is fit for players."""
+
+
+class StorytellerTimeoutError(StorytellerFailedError):
+    """The model did not answer within its deadline (a hung generation)."""
+
+
+class DeliveryError(CyoaError):
+    """A frontend could not show something. ``permanent``: it never will (the channel is gone, or the bot may
+    not post there); otherwise trying again later may work (a 5xx, a network error)."""
+
+    def __init__(self, message: str, permanent: bool) -> None:
+        self.permanent = permanent
+        super().__init__(message)

@@ -9,6 +9,7 @@ from typing import Any
 from engine.errors import GameRuleError
 from engine.game import Game, GameStatus
 from engine.ports import WriteRequest, WrittenScene
+from engine.privacy import Forgotten, forget_in_game, started_by
 from engine.prompt_format import render_target
 
 _WORDS = ("lantern", "rain", "bell", "shrine", "engine", "song", "river", "mask", "ticket", "storm", "ember",
@@ -96,3 +97,46 @@ class MemoryStore:
 
     async def opted_out(self) -> frozenset[str]:
         return frozenset(self.opt_outs)
+
+    async def forget_player(self, player: str) -> Forgotten:
+        forgotten = Forgotten()
+        for game_id, text in list(self.games.items()):
+            game = Game.from_json(text)
+            if started_by(game, player):
+                del self.games[game_id]
+                forgotten.games += 1
+            else:
+                forgotten += forget_in_game(game, player)
+                self.games[game_id] = game.to_json()
+        self.opt_outs.add(player)
+        return forgotten
+
+
+class RecordingPresenter:
+    """A ``Presenter`` that shows nothing and records what it was asked to show: the scene number of each
+    ``show`` (message ids ``message-1``, ``message-2``... in order), the failures, notices and drafts."""
+
+    def __init__(self) -> None:
+        self.shown: list[int] = []
+        self.failures: list[str] = []
+        self.notices: list[str] = []
+        self.drafts: list[tuple[str, str | None]] = []
+
+    async def show(self, game: Game) -> str | None:
+        self.shown.append(len(game.path))
+        return f"message-{len(self.shown)}"
+
+    async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
+        return None
+
+    def draft(self, place: str, text: str | None) -> None:
+        self.drafts.append((place, text))
+
+    async def vote_extended(self, game: Game) -> None:
+        pass
+
+    async def failed(self, game: Game, reason: str) -> None:
+        self.failures.append(reason)
+
+    async def notice(self, game: Game, text: str) -> None:
+        self.notices.append(text)

@@ -81,6 +81,9 @@ class Shown(BaseModel):
     vote_deadline: datetime | None = None  # set while a vote is open
     vote_extended: bool = False  # the window was extended once for want of a quorum
     tie_break: list[int] | None = None  # the tied choices a seeded draw decided between (recorded)
+    # Votes of a closed vote deleted at their player's request (``engine.privacy``): the choice may have rested
+    # on them, so the votes left no longer tell why it was taken.
+    forgotten_votes: int = 0
     message: str | None = None  # the frontend's handle to where the scene is shown (a Discord message id)
     shown_at: datetime = Field(default_factory=now)
 

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.game import Game
+from engine.privacy import Forgotten
 from engine.prompt_format import StoryContext
 
 WAITING = 0  # the urgency of a scene a player is waiting for; a branch written in advance ranks 1, 2, ...
@@ -42,13 +43,22 @@ class WriteRequest:
     checks every writer's answer against them.
 
     ``priority``: how soon (see ``Priority``; none: as soon as possible). ``on_text``: a writer that can
-    stream calls it, on the event loop, with the raw answer so far as it grows (the cold path shows it)."""
+    stream calls it, on the event loop, with the raw answer so far as it grows (the cold path shows it).
+    ``tenant``: who the request is for when sharing the model fairly (``tenant_of`` the game's place: a
+    Discord server), so one busy tenant cannot starve the others."""
 
     context: StoryContext
     must_end: bool = False
     may_end: bool = True
     priority: Priority | None = field(default=None, compare=False)
     on_text: TextCallback | None = field(default=None, compare=False)
+    tenant: str = field(default="", compare=False)
+
+
+def tenant_of(place: str) -> str:
+    """The tenant of a place: all of it but its last part (``discord:<server>:<channel>`` → the server; a
+    terminal game is its own)."""
+    return place.rsplit(":", 1)[0] if place.count(":") >= 2 else place
 
 
 @dataclass(frozen=True)
@@ -94,6 +104,12 @@ class ServerStore(Protocol):
 
     async def opted_out(self) -> frozenset[str]: ...
 
+    async def forget_player(self, player: str) -> Forgotten:
+        """Delete the player's votes, ratings and comments from every saved game, and the games they started
+        (``engine.privacy``), in one transaction; record the forget, so that no later save writes back what
+        they did before it, and opt them out of training. Returns what went."""
+        ...
+
 
 class TableStore(GameStore, ServerStore, Protocol):
     """What ``engine.tables.Tables`` needs: games, server settings and opt-outs in one store."""
@@ -104,7 +120,7 @@ class Presenter(Protocol):
 
     async def show(self, game: Game) -> str | None:
         """Show the game's current scene (with its open vote, if any); return a handle to where it is shown
-        (a message id), which reactions will name."""
+        (a message id), which reactions will name. Raises ``DeliveryError`` when it cannot be shown."""
         ...
 
     async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
@@ -125,4 +141,8 @@ class Presenter(Protocol):
 
     async def failed(self, game: Game, reason: str) -> None:
         """A step the players did not ask for directly (closing a vote) failed; the vote is open again."""
+        ...
+
+    async def notice(self, game: Game, text: str) -> None:
+        """Tell the game's players something happened to the game itself (it could not be saved just now)."""
         ...

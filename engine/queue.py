@@ -1,5 +1,5 @@
 """One model serves every game: requests from different games are gathered into batched model calls, the
-most urgent first.
+most urgent first, shared fairly between tenants (Discord servers).
 
 ``BatchingWriter`` is itself a ``SceneWriter`` in front of the real one. Requests wait in a bounded queue;
 a worker takes up to ``max_batch`` of them (after a short gathering window) into one call, choosing by each
@@ -8,8 +8,19 @@ leading branch, then every game's second, and so on (oldest first within a rank)
 never starved by other games' losers, and a game gets its leading branch before anyone gets a third one.
 A request the engine dropped (its vote closed on another choice) is skipped, never written.
 
-When the queue is full, a new request takes the place of the least urgent queued branch if it outranks it
-(that branch's caller sees it cancelled); otherwise it fails at once with ``StorytellerBusyError``.
+**Fair sharing.** Each tenant's requests are ranked on their own; the batch takes every tenant's best
+request before anyone's second (round robin, most urgent first within a round). A server that floods the
+queue only lengthens its own wait: another server's waiting player or leading branch goes into the next
+batch whatever the flood. The queue is bounded per tenant too (``tenant_share`` of ``max_pending``).
+
+**Room.** When the queue (or a tenant's share of it) is full, a new request takes the place of that
+tenant's, or else the biggest tenant's, least urgent queued branch if it outranks it (that branch's caller
+sees it cancelled); otherwise it fails at once with ``StorytellerBusyError``.
+
+**Faults.** A call gets ``deadline_seconds``; past it every request of the batch fails with
+``StorytellerTimeoutError`` (the worker goes on with the next batch). A call that raises is tried again one
+request at a time, so a single poisonous request fails alone and the rest of its batch is written; what
+still fails is converted to ``StorytellerFailedError`` (the original chained and logged).
 """
 
 from __future__ import annotations
@@ -17,11 +28,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from engine.errors import StorytellerBusyError
+from engine.errors import CyoaError, StorytellerBusyError, StorytellerFailedError, StorytellerTimeoutError
 from engine.ports import WAITING, SceneWriter, WriteRequest, WrittenScene
+
+log = logging.getLogger(__name__)
 
 _ORDER = itertools.count()
 
@@ -41,15 +56,36 @@ class _Pending:
         return self.future.done() or (self.request.priority is not None and self.request.priority.dropped)
 
 
+def _rank(item: _Pending) -> tuple[int, int]:
+    return item.urgency(), item.order
+
+
+def fair_order(items: Sequence[_Pending]) -> list[_Pending]:
+    """Round robin over tenants: every tenant's most urgent request, then every tenant's second, and so on;
+    within a round the more urgent (then the older) first."""
+    turn: Counter[str] = Counter()
+    keyed = []
+    for item in sorted(items, key=_rank):
+        keyed.append(((turn[item.request.tenant], *_rank(item)), item))
+        turn[item.request.tenant] += 1
+    return [item for _, item in sorted(keyed, key=lambda pair: pair[0])]
+
+
 class BatchingWriter:
     def __init__(self, writer: SceneWriter, max_batch: int = 8, max_pending: int = 256,
-                 gather_seconds: float = 0.01) -> None:
+                 gather_seconds: float = 0.01, deadline_seconds: float | None = 180.0,
+                 tenant_share: float = 0.5) -> None:
         self.writer = writer
         self.max_batch = max_batch
         self.max_pending = max_pending
         self.gather_seconds = gather_seconds
+        # A hung generation must not hold a game (and every game batched with it) forever. The default is
+        # far above a healthy batch (a few seconds on 2 cores) so only a real hang trips it.
+        self.deadline_seconds = deadline_seconds
+        self.tenant_pending = max(1, int(max_pending * tenant_share))
         self.batches: list[int] = []  # sizes of the calls made, for tests and benchmarks
         self.shed = 0  # queued branches given up to make room for more urgent requests
+        self.faults = 0  # model calls that raised or passed their deadline
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
 
@@ -60,6 +96,11 @@ class BatchingWriter:
     @property
     def pending(self) -> int:
         return len(self._queue)
+
+    @property
+    def busy(self) -> bool:
+        """A request is queued or being written (``close`` now would leave its caller waiting)."""
+        return bool(self._queue) or (self._worker is not None and not self._worker.done())
 
     async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
         loop = asyncio.get_running_loop()
@@ -82,11 +123,20 @@ class BatchingWriter:
 
     def _make_room(self, items: list[_Pending]) -> None:
         self._queue = self._live()
+        for tenant, count in Counter(item.request.tenant for item in items).items():
+            mine = [item for item in self._queue if item.request.tenant == tenant]
+            self._shed(mine, len(mine) + count - self.tenant_pending, items)
         overflow = self.pending + len(items) - self.max_pending
+        if overflow > 0:
+            biggest = Counter(item.request.tenant for item in self._queue).most_common(1)[0][0]
+            self._shed([item for item in self._queue if item.request.tenant == biggest], overflow, items)
+
+    def _shed(self, candidates: list[_Pending], overflow: int, items: list[_Pending]) -> None:
+        """Give up the ``overflow`` least urgent of ``candidates`` if the new ``items`` outrank each of them."""
         if overflow <= 0:
             return
         newest = min(item.urgency() for item in items)
-        worst = sorted(self._queue, key=lambda item: (item.urgency(), item.order))[-overflow:]
+        worst = sorted(candidates, key=_rank)[-overflow:]
         if len(worst) < overflow or any(item.urgency() <= newest for item in worst):
             raise StorytellerBusyError("the storyteller is busy, try again in a moment")
         for item in worst:
@@ -95,13 +145,60 @@ class BatchingWriter:
         self.shed += len(worst)
 
     def _next_batch(self) -> list[_Pending]:
-        live = sorted(self._live(), key=lambda item: (item.urgency(), item.order))
+        live = fair_order(self._live())
         batch = live[: self.max_batch]
         self._queue = live[self.max_batch:]
         for item in batch:
             if item.request.priority is not None:
                 item.request.priority.started = True
         return batch
+
+    async def _call(self, batch: list[_Pending]) -> list[WrittenScene]:
+        """One model call with its deadline; the answers, one per request, or the error (converted)."""
+        try:
+            async with asyncio.timeout(self.deadline_seconds):
+                answers = await self.writer.write([item.request for item in batch])
+        except TimeoutError as exc:
+            self.faults += 1
+            log.error("the storyteller %s passed its %.0f s deadline on a batch of %d", self.model_version,
+                      self.deadline_seconds or 0, len(batch))
+            raise StorytellerTimeoutError(f"the storyteller took longer than {self.deadline_seconds:.0f} s and "
+                                          "was given up") from exc
+        except CyoaError:
+            raise
+        except Exception as exc:
+            self.faults += 1
+            raise StorytellerFailedError(f"the storyteller failed ({type(exc).__name__})") from exc
+        if len(answers) != len(batch):
+            self.faults += 1
+            raise StorytellerFailedError(f"the storyteller answered {len(answers)} of {len(batch)} requests")
+        return answers
+
+    async def _serve(self, batch: list[_Pending]) -> None:
+        """Write ``batch``; if the call fails (other than by its deadline), each request alone."""
+        try:
+            answers = await self._call(batch)
+        except StorytellerTimeoutError as exc:
+            self._fail(batch, exc)  # written alone, each would hang again: one deadline is enough
+            return
+        except CyoaError as exc:
+            if len(batch) == 1:
+                log.error("a storyteller request failed: %s", exc, exc_info=exc.__cause__)
+                self._fail(batch, exc)
+                return
+            log.warning("a batch of %d failed (%s); writing its requests one at a time", len(batch), exc)
+            for item in batch:
+                await self._serve([item])
+            return
+        for item, answer in zip(batch, answers, strict=True):
+            if not item.future.done():
+                item.future.set_result(answer)
+
+    @staticmethod
+    def _fail(batch: list[_Pending], exc: Exception) -> None:
+        for item in batch:
+            if not item.future.done():
+                item.future.set_exception(exc)
 
     async def _drain(self) -> None:
         while self._queue:
@@ -111,17 +208,10 @@ class BatchingWriter:
                 continue
             self.batches.append(len(live))
             try:
-                answers = await self.writer.write([item.request for item in live])
-                if len(answers) != len(live):
-                    raise RuntimeError(f"the writer answered {len(answers)} of {len(live)} requests")
-            except Exception as exc:  # every waiter gets the writer's error; the worker goes on
-                for item in live:
-                    if not item.future.done():
-                        item.future.set_exception(exc)
-                continue
-            for item, answer in zip(live, answers, strict=True):
-                if not item.future.done():
-                    item.future.set_result(answer)
+                await self._serve(live)
+            except Exception:  # a bug here must not leave callers waiting forever
+                log.exception("the storyteller queue failed on a batch")
+                self._fail(live, StorytellerFailedError("the storyteller queue failed"))
 
     async def close(self) -> None:
         if self._worker is not None:

@@ -23,6 +23,11 @@ class ServerSettings(BaseModel):
     allowed_channels: tuple[str, ...] = Field(default=(), description="channel ids where games may run (empty: all)")
     max_games: int = Field(default=5, ge=1, le=100, description="games running at once in the server")
     block_words: tuple[str, ...] = Field(default=(), description="words banned in this server's games")
+    # Lower bounds keep even a server's own admins from turning a channel into a request flood.
+    steer_cooldown: int = Field(default=15, ge=5, le=600,
+                                description="seconds between two retries or undos of one channel's game")
+    start_cooldown: int = Field(default=30, ge=5, le=3600,
+                                description="seconds between two adventures started by one player")
 
     @property
     def vote_rules(self) -> VoteRules:

@@ -5,6 +5,13 @@ A frontend (the Discord bot) turns what players do into calls here and renders w
 bot's cogs stay thin. Every change to a game is saved before anyone is told about it, and a restart
 (``resume``) reschedules each open vote from its stored deadline and reconciles the votes with what the
 frontend still sees (the reactions on the scene's message).
+
+No fault freezes a game. A model that fails or hangs at a vote close reopens the vote and says so; a scene
+that cannot be shown (the frontend answers an error) is shown again later, and a game whose place stays
+unreachable is ended, saved; a save that fails (the database locked or full) keeps the game in memory and is
+tried again until it lands, and a scene is never shown before it is saved. Ending a game never waits for a
+scene being written: the writing is given up. One game's fault never reaches another's (``resume`` takes
+each game on its own).
 """
 
 from __future__ import annotations
@@ -18,10 +25,12 @@ from typing import Any
 
 from engine.background import Background
 from engine.checks import check_player_text
-from engine.errors import CyoaError, GameRuleError
+from engine.cooldowns import Cooldowns
+from engine.errors import CyoaError, DeliveryError, GameRuleError
 from engine.game import Game, GameStatus, Rating, now
 from engine.genres import GENRE_IDS
 from engine.ports import Presenter, TableStore
+from engine.privacy import Forgotten, forget_in_game, started_by
 from engine.servers import ServerSettings
 from engine.turns import StoryEngine
 from engine.votes import active_players, cast, close_vote, everyone_voted, open_vote, withdraw
@@ -30,6 +39,18 @@ log = logging.getLogger(__name__)
 
 Marks = frozenset({"star", "up", "down"})
 """Rating marks a player can put on a scene: a star (5 stars), a thumb up, a thumb down."""
+
+# A scene that could not be shown is tried again after each of these waits, then its game is ended (saved):
+# a few minutes covers a Discord outage or a permission being fixed, and a channel that is gone never returns.
+DELIVERY_RETRY_SECONDS = (5.0, 30.0, 120.0)
+# A save that failed is tried again after each of these, then every last one, for as long as the game lives:
+# the game is in memory, and what players did must reach the store.
+SAVE_RETRY_SECONDS = (2.0, 5.0, 15.0, 60.0)
+FEEDBACK_PER_SCENE = 3  # written comments one player may leave on one scene
+FEEDBACK_COOLDOWN = 10.0  # seconds between two comments of one player
+# Every comment is a save of the whole game: fresh accounts must not turn one channel into a stream of writes.
+FEEDBACK_CHANNEL_COOLDOWN = 2.0  # seconds between two comments in one channel, whoever writes them
+FEEDBACK_SCENE_TOTAL = 25  # comments on one scene from everyone together
 
 
 def _seed(game: Game) -> int:
@@ -52,6 +73,14 @@ class Tables:
         self._background = Background("a background step of a game")
         self._starting: set[str] = set()
         self._closed = False  # after close: no new timer or background step (a closing vote may still finish)
+        self._writing: dict[str, asyncio.Task[Any]] = {}  # by game id: a scene being written under its lock
+        self._ending: set[str] = set()  # games being ended: their writing was given up, not failed
+        self._deliveries: dict[str, int] = {}  # by game id: failed attempts to show its current scene
+        self._saving: dict[str, asyncio.Task[None]] = {}  # by game id: a failed save being tried again
+        self._showing_later: set[str] = set()  # by game id: a scene to be shown again after a fault
+        self._unsaved: dict[str, int] = {}  # by game id: tries at saving a scene before showing it
+        self.cooldowns = Cooldowns()
+        self.faults = 0  # saves and deliveries that failed (each tried again), for tests and the log
 
     # --- places and settings ------------------------------------------------------------------
     def place(self, server: str, channel: str) -> str:
@@ -109,10 +138,12 @@ class Tables:
 
     # --- starting and steering ----------------------------------------------------------------
     async def check_start(self, server: str, channel: str, genre: str | None = None,
-                          premise: str | None = None) -> None:
+                          premise: str | None = None, player: str | None = None) -> None:
         """Refuse a start that cannot succeed, before anything is written (a frontend checks this first, so
         the refusal reaches only the player who asked)."""
         settings = await self.settings(server)
+        if player is not None:
+            self.cooldowns.check("start", player, settings.start_cooldown, self.clock(), "you can start an adventure")
         if genre is not None and genre not in GENRE_IDS:
             raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
         if premise is not None:
@@ -130,9 +161,10 @@ class Tables:
 
     async def start(self, server: str, channel: str, player: str, genre: str | None = None,
                     premise: str | None = None) -> Game:
-        await self.check_start(server, channel, genre, premise)
+        await self.check_start(server, channel, genre, premise, player)
         settings = await self.settings(server)
         place = self.place(server, channel)
+        self.cooldowns.mark("start", player, self.clock())  # a failed start counts: it cost the model as much
         self._starting.add(place)  # held while the opening is written, so two starts cannot race
         try:
             game = await self.engine.start(place, genre, premise, players=[player], owner=player,
@@ -145,6 +177,13 @@ class Tables:
         self.games[place] = game
         async with self._lock(game):
             await self._present(game)
+        return game
+
+    async def check_steer(self, place: str, player: str, manager: bool, what: str) -> Game:
+        """``steerable``, and the channel's cooldown on retries and undos (a frontend checks this first)."""
+        game = self.steerable(place, player, manager, what)
+        settings = await self._settings_of(game)
+        self.cooldowns.check("steer", game.id, settings.steer_cooldown, self.clock(), f"this adventure can {what}")
         return game
 
     def steerable(self, place: str, player: str, manager: bool, what: str) -> Game:
@@ -168,11 +207,14 @@ class Tables:
 
     async def _steer(self, place: str, player: str, manager: bool, what: str,
                      step: Callable[[Game], Awaitable[Game]]) -> Game:
-        game = self.steerable(place, player, manager, what)
+        game = await self.check_steer(place, player, manager, what)
+        self.cooldowns.mark("steer", game.id, self.clock())
         async with self._lock(game):
+            if game.ended:
+                raise GameRuleError("this adventure has ended")
             self._cancel_timer(game)
             try:
-                await step(game)
+                await self._write(game, step(game))
             except BaseException:
                 self.presenter.draft(place, None)
                 self._schedule(game)  # the scene and its vote stay as they were
@@ -180,12 +222,38 @@ class Tables:
             await self._present(game)
         return game
 
+    async def _write(self, game: Game, step: Awaitable[Game]) -> Game:
+        """Run a step that writes a scene (lock held) so that ``end`` can give it up without waiting for it;
+        given up, it raises ``GameRuleError``."""
+        task = asyncio.ensure_future(step)
+        self._writing[game.id] = task
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and game.id in self._ending and not (current and current.cancelling()):
+                raise GameRuleError("the adventure was ended while the scene was being written") from None
+            raise
+        finally:
+            if self._writing.get(game.id) is task:
+                del self._writing[game.id]
+
     async def end(self, place: str, player: str, manager: bool = False) -> Game:
+        """End the game now: a scene being written for it is given up (its lock is not waited for)."""
         game = self.steerable(place, player, manager, "end")
-        async with self._lock(game):
+        self._ending.add(game.id)
+        try:
             self._cancel_timer(game)
-            await self.engine.end(game)
-            await self._save(game)
+            writing = self._writing.get(game.id)
+            if writing is not None:
+                writing.cancel()
+            async with self._lock(game):
+                self._cancel_timer(game)
+                await self.engine.end(game)
+                self.presenter.draft(game.place, None)
+                await self._save(game)
+        finally:
+            self._ending.discard(game.id)
         return game
 
     # --- votes --------------------------------------------------------------------------------
@@ -233,19 +301,26 @@ class Tables:
         if not result.closed or result.choice is None:
             await self._save(game)
             self._schedule(game)
-            await self.presenter.vote_extended(game)
+            await self._tell(self.presenter.vote_extended(game))
             return
         try:
-            await self.engine.choose(game, result.choice, self._draft(game.place))
-        except CyoaError as exc:
-            # Nothing was taken (the storyteller was busy, say): the vote opens again, with its votes.
+            await self._write(game, self.engine.choose(game, result.choice, self._draft(game.place)))
+        except Exception as exc:
             self.presenter.draft(game.place, None)
+            if game.id in self._ending:
+                return  # the players ended the game meanwhile; ``end`` saves it
+            if isinstance(exc, CyoaError):
+                reason = str(exc)
+            else:  # a bug or a crash in the model: logged in full, the players get a plain reason
+                log.exception("writing the next scene of game %s failed", game.id)
+                reason = "the storyteller failed"
+            # Nothing was taken: the vote opens again, with its votes.
             votes = list(game.current.votes)
             open_vote(game, settings.vote_rules, self.clock())
             game.current.votes = votes
             await self._save(game)
             self._schedule(game)
-            await self.presenter.failed(game, str(exc))
+            await self._tell(self.presenter.failed(game, reason))
             return
         await self._present(game)
 
@@ -271,6 +346,13 @@ class Tables:
         deadline = game.current.vote_deadline if game.path and not game.ended else None
         if deadline is not None:
             self._timers[game.id] = self._spawn(self._close_at(game, deadline))
+
+    def frozen(self) -> list[str]:
+        """The running games nothing will move on: no vote timer, no scene being written and no scene waiting
+        to be shown again. Empty unless there is a bug; the fault-injection suite checks it after each fault."""
+        return [game.id for game in self.games.values()
+                if not game.ended and game.id not in self._showing_later and game.id not in self._writing
+                and not (game.id in self._timers and not self._timers[game.id].done())]
 
     def _cancel_timer(self, game: Game) -> None:
         timer = self._timers.pop(game.id, None)
@@ -314,43 +396,162 @@ class Tables:
         comment = check_player_text(text, self.engine.checks_for(game))
         if not comment:
             raise GameRuleError("the feedback is empty")
-        async with self._lock(game):
-            scene = len(game.path) - 1
-            game.ratings.append(Rating(player=player, scene=scene, comment=comment[:1000], at=self.clock(),
-                                       model_version=game.current.scene.model_version))
-            await self._save(game)
+        scene = len(game.path) - 1
+        comments = [r for r in game.ratings if r.scene == scene and r.comment]
+        if sum(1 for r in comments if r.player == player) >= FEEDBACK_PER_SCENE:
+            raise GameRuleError(f"you have left {FEEDBACK_PER_SCENE} comments on this scene already, the most")
+        if len(comments) >= FEEDBACK_SCENE_TOTAL:
+            raise GameRuleError(f"this scene has {FEEDBACK_SCENE_TOTAL} comments already, the most it takes")
+        at = self.clock()
+        self.cooldowns.check("feedback", player, FEEDBACK_COOLDOWN, at, "you can leave feedback")
+        self.cooldowns.check("feedback-place", place, FEEDBACK_CHANNEL_COOLDOWN, at,
+                             "this channel takes feedback")
+        self.cooldowns.mark("feedback", player, at)
+        self.cooldowns.mark("feedback-place", place, at)
+        # No game lock: a comment changes nothing a vote close reads, and the player must not wait for a
+        # scene being written. The store writes one save at a time, each of the game as it is then.
+        game.ratings.append(Rating(player=player, scene=scene, comment=comment[:1000], at=self.clock(),
+                                   model_version=game.current.scene.model_version))
+        await self._save(game)
         return game
 
     async def opt_out(self, player: str, opted_out: bool = True) -> None:
         await self.store.set_opt_out(player, opted_out)
 
+    async def forget(self, player: str) -> Forgotten:
+        """Delete the player's data (``TableStore.forget_player``), from the games in memory first, or their
+        next save would write it back: their votes, ratings and comments go, and a game they started is ended
+        and dropped (``engine.privacy`` says why)."""
+        for place, game in list(self.games.items()):
+            if started_by(game, player):
+                if not game.ended:
+                    await self.end(place, player)
+                if self.games.get(place) is game:
+                    del self.games[place]
+                continue
+            async with self._lock(game):
+                forget_in_game(game, player)
+        return await self.store.forget_player(player)
+
     # --- showing, saving, restarting ----------------------------------------------------------
     async def _present(self, game: Game) -> None:
-        """Open the vote on the current scene, save, show it, save where it is shown, and write its branches."""
+        """Open the vote on the current scene, save, show it, save where it is shown, and write its branches.
+        If the save or the showing fails, the game waits and the whole step is tried again later."""
         if not game.ended:
             open_vote(game, (await self._settings_of(game)).vote_rules, self.clock())
+        game.current.shown_at = self.clock()  # the tables' clock, as the votes and ratings on it have
         game.current.message = None
-        await self._save(game)  # saved before it is shown: a crash now re-shows it on resume
-        game.current.message = await self.presenter.show(game)
-        await self._save(game)
+        if not await self._save(game):  # saved before it is shown: a crash now re-shows it on resume
+            waits = self._unsaved[game.id] = self._unsaved.get(game.id, 0) + 1
+            if waits == 1:  # said once, not at every try
+                await self._tell(self.presenter.notice(game, "The story could not be saved just now; the next "
+                                                             "scene is shown as soon as it is."))
+            self._present_later(game, self._delay(SAVE_RETRY_SECONDS, waits - 1))
+            return
+        self._unsaved.pop(game.id, None)
+        try:
+            game.current.message = await self.presenter.show(game)
+        except Exception as exc:
+            await self._undelivered(game, exc)
+            return
+        self._deliveries.pop(game.id, None)
+        await self._save(game)  # if this one fails the save is retried; the game goes on meanwhile
         if not game.ended and not self._closed:
             self._schedule(game)
             self._spawn(self._pregenerate(game))
 
-    async def _pregenerate(self, game: Game) -> None:
-        task = self.engine.start_pregeneration(game)
-        await asyncio.wait([task])
-        if task.cancelled() or task.exception() is not None:
+    async def _undelivered(self, game: Game, exc: Exception) -> None:
+        """The current scene could not be shown: try again later, or end a game whose place stays unreachable."""
+        self.faults += 1
+        failures = self._deliveries[game.id] = self._deliveries.get(game.id, 0) + 1
+        permanent = isinstance(exc, DeliveryError) and exc.permanent
+        if not isinstance(exc, CyoaError):
+            log.error("showing a scene of game %s failed", game.id, exc_info=exc)
+        if failures > len(DELIVERY_RETRY_SECONDS) or (permanent and failures > 1):
+            log.warning("game %s ended: its scene could not be shown %d times (%s)", game.id, failures, exc)
+            self._deliveries.pop(game.id, None)
+            await self.engine.end(game)
+            await self._save(game)
             return
-        async with self._lock(game):
-            if self.games.get(game.place) is game and not game.ended and game.current.branches:
-                await self._save(game)  # the branches are preference data; keep them
+        log.warning("game %s: its scene could not be shown (%s); trying again", game.id, exc)
+        self._present_later(game, DELIVERY_RETRY_SECONDS[failures - 1])
 
-    async def _save(self, game: Game) -> None:
-        await self.store.save(game)
-        counts = self.engine.stats.drain()
-        if counts:
-            await self.store.add_output_counts(counts)
+    def _present_later(self, game: Game, delay: float) -> None:
+        if self._closed:
+            return  # a restart resumes it: its scene has no message, so it is shown then
+
+        async def again() -> None:
+            try:
+                await asyncio.sleep(delay)
+                async with self._lock(game):
+                    self._showing_later.discard(game.id)
+                    if self.games.get(game.place) is game and game.current.message is None and (
+                            not game.ended or game.id in self._deliveries):
+                        await self._present(game)
+            finally:
+                self._showing_later.discard(game.id)
+
+        self._showing_later.add(game.id)
+        self._spawn(again())
+
+    @staticmethod
+    def _delay(delays: tuple[float, ...], attempt: int) -> float:
+        return delays[min(attempt, len(delays) - 1)]
+
+    async def _tell(self, notice: Awaitable[None]) -> None:
+        """A notice to the players is best effort: one that cannot be posted is logged, and the game goes on."""
+        try:
+            await notice
+        except Exception as exc:
+            log.warning("a notice could not be shown: %s", exc)
+
+    async def _pregenerate(self, game: Game) -> None:
+        task = self.engine.start_pregeneration(game, on_branch=lambda _: self._save_branch(game))
+        await asyncio.wait([task])
+
+    async def _save_branch(self, game: Game) -> None:
+        """A branch was written: save it at once (it is preference data, and a restart then need not write it
+        again). No game lock: the choice being taken may be waiting for this very branch."""
+        if self.games.get(game.place) is game and not game.ended:
+            await self._save(game)
+
+    async def _save(self, game: Game) -> bool:
+        """Save the game; if the store fails, it is tried again in the background until it lands (the game
+        goes on in memory meanwhile). True when saved now."""
+        try:
+            await self.store.save(game)
+            counts = self.engine.stats.drain()
+            if counts:
+                await self.store.add_output_counts(counts)
+        except Exception as exc:
+            self.faults += 1
+            if isinstance(exc, CyoaError):
+                log.warning("game %s could not be saved, trying again: %s", game.id, exc)
+            else:
+                log.error("game %s could not be saved, trying again", game.id, exc_info=exc)
+            self._save_later(game)
+            return False
+        return True
+
+    def _save_later(self, game: Game) -> None:
+        running = self._saving.get(game.id)
+        if running is not None and not running.done():
+            return
+
+        async def again() -> None:
+            attempt = 0
+            while True:
+                await asyncio.sleep(self._delay(SAVE_RETRY_SECONDS, attempt))
+                attempt += 1
+                try:
+                    await self.store.save(game)
+                except Exception as exc:
+                    log.warning("game %s still cannot be saved (attempt %d): %s", game.id, attempt, exc)
+                    continue
+                log.info("game %s saved after %d attempt(s)", game.id, attempt)
+                return
+
+        self._saving[game.id] = self._spawn(again())
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return self._background.spawn(work)
@@ -363,21 +564,29 @@ class Tables:
             if self.server_of(game.place) is None or not game.path or game.place in self.games:
                 continue  # not ours, or already live (a command came in before the resume)
             self.games[game.place] = game
-            async with self._lock(game):
-                game.status = GameStatus.WAITING  # a scene being written when it stopped is written again
-                shown = game.current
-                if shown.message is None or shown.vote_deadline is None:
-                    await self._present(game)
-                else:
-                    reactions = await self.presenter.read_votes(game)
-                    if reactions is not None:
-                        self._reconcile(game, reactions)
-                        await self._save(game)
-                    self._schedule(game)
-                    if not self._closed:
-                        self._spawn(self._pregenerate(game))
+            try:
+                async with self._lock(game):
+                    await self._resume(game)
+            except Exception:  # one game's fault must not keep the games after it from their timers
+                log.exception("game %s could not be resumed; its scene is shown again later", game.id)
+                game.current.message = None
+                self._present_later(game, DELIVERY_RETRY_SECONDS[0])
             resumed.append(game)
         return resumed
+
+    async def _resume(self, game: Game) -> None:
+        game.status = GameStatus.WAITING  # a scene being written when it stopped is written again
+        shown = game.current
+        if shown.message is None or shown.vote_deadline is None:
+            await self._present(game)
+            return
+        reactions = await self.presenter.read_votes(game)
+        if reactions is not None:
+            self._reconcile(game, reactions)
+            await self._save(game)
+        self._schedule(game)
+        if not self._closed:
+            self._spawn(self._pregenerate(game))
 
     def _reconcile(self, game: Game, reactions: dict[str, set[int]]) -> None:
         """Stored votes whose reaction is gone are withdrawn; reactions without a stored vote are cast

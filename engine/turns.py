@@ -13,14 +13,14 @@ import random
 import re
 import uuid
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
 from engine.checks import CheckRules, OutputStats, check_output, check_player_text
 from engine.errors import GameRuleError, RejectedOutputError, StorytellerBusyError
 from engine.game import Game, GameStatus, Shown, Written
 from engine.genres import GENRE_IDS
-from engine.ports import WAITING, Priority, SceneWriter, WriteRequest
+from engine.ports import WAITING, Priority, SceneWriter, WriteRequest, tenant_of
 from engine.prompt_format import StoryContext, Turn, partial_narration
 from engine.story import EndingKind
 from engine.writers import Writers
@@ -67,6 +67,7 @@ def rolling_summary(turns: Sequence[Turn], max_words: int) -> str:
 
 MAX_PREMISE_CHARS = 300
 Progress = Callable[[str], None]  # the narration so far of a scene being written on demand
+BranchCallback = Callable[[int], Awaitable[None]]  # told each choice whose branch was just written
 
 
 def _waiting_now() -> int:
@@ -179,7 +180,7 @@ class StoryEngine:
     def request(self, game: Game, scene_number: int, action: str | None) -> WriteRequest:
         """The request for scene number ``scene_number`` (0 is the opening) after ``action``."""
         return WriteRequest(self.context(game, scene_number, action), must_end=scene_number + 1 >= game.max_scenes,
-                            may_end=scene_number + 1 >= self.rules.min_scenes)
+                            may_end=scene_number + 1 >= self.rules.min_scenes, tenant=tenant_of(game.place))
 
     def _show(self, game: Game, written: Written) -> None:
         game.path.append(Shown(scene=written))
@@ -223,10 +224,11 @@ class StoryEngine:
     def requests_for_branches(self, game: Game) -> list[WriteRequest]:
         return [self.request(game, len(game.path), choice) for choice in game.current.scene.choices]
 
-    async def pregenerate(self, game: Game) -> dict[int, Written]:
+    async def pregenerate(self, game: Game, on_branch: BranchCallback | None = None) -> dict[int, Written]:
         """Write the next scene for every choice of the current scene in advance, one request per branch, each
         as urgent as its choice's place in the vote (the leading choice first, re-read whenever a scheduling
-        writer picks its next batch). The branches not taken stay in the game (preference data later)."""
+        writer picks its next batch). The branches not taken stay in the game (preference data later).
+        ``on_branch`` is awaited with each choice as soon as its branch is written (a table saves it)."""
         shown = game.current
         if game.status != GameStatus.WAITING:
             return shown.branches
@@ -240,7 +242,8 @@ class StoryEngine:
             priority = Priority(urgency=branches.urgency_of(choice))
             request = replace(requests[choice], priority=priority)
             branches.priorities[choice] = priority
-            branches.tasks[choice] = asyncio.get_running_loop().create_task(self._write_branch(game, choice, request))
+            branches.tasks[choice] = asyncio.get_running_loop().create_task(
+                self._write_branch(game, choice, request, on_branch))
         try:
             await asyncio.wait(branches.tasks.values())
         except asyncio.CancelledError:  # the scene was retried, undone or ended: its branches are not wanted
@@ -251,7 +254,8 @@ class StoryEngine:
             del self._branches[game.id]
         return shown.branches
 
-    async def _write_branch(self, game: Game, choice: int, request: WriteRequest) -> None:
+    async def _write_branch(self, game: Game, choice: int, request: WriteRequest,
+                            on_branch: BranchCallback | None = None) -> None:
         shown = game.current
         try:
             [written] = await self.write_checked(game, [request])
@@ -261,12 +265,18 @@ class StoryEngine:
             log.warning("branch %d of game %s could not be written in advance", choice + 1, game.id, exc_info=True)
             return
         shown.branches[choice] = written
+        if on_branch is not None:
+            try:
+                await on_branch(choice)
+            except Exception:  # saving it is the caller's business; the branch stands either way
+                log.warning("branch %d of game %s was written but not saved", choice + 1, game.id, exc_info=True)
 
-    def start_pregeneration(self, game: Game) -> asyncio.Task[dict[int, Written]]:
+    def start_pregeneration(self, game: Game,
+                            on_branch: BranchCallback | None = None) -> asyncio.Task[dict[int, Written]]:
         """Start ``pregenerate`` in the background (call it as soon as a scene is shown)."""
         task = self._pregeneration.get(game.id)
         if task is None or task.done():
-            task = asyncio.get_running_loop().create_task(self.pregenerate(game))
+            task = asyncio.get_running_loop().create_task(self.pregenerate(game, on_branch))
             self._pregeneration[game.id] = task
         return task
 

@@ -4,15 +4,17 @@ game keeps the version that began it to its end (even after the champion moves o
 ``Writers`` holds one ``SceneWriter`` per model version. New versions arrive with ``set_champion`` /
 ``set_challenger`` while games run (hot reload); a game whose version is not held (a resumed game from an
 older champion) is loaded on demand with the ``loader`` the launcher gives, and falls back to the champion,
-with a warning, if that version cannot be loaded any more.
+with a warning, if that version cannot be loaded any more. ``prune`` unloads the versions that neither the
+aliases nor a running game use (each holds a whole model in memory); one needed again is loaded on demand.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import random
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Collection, Coroutine
 from typing import Any
 
 from engine.errors import CyoaError
@@ -77,9 +79,45 @@ class Writers:
         self.by_version[version] = writer
         return writer
 
+    async def prune(self, in_use: Collection[str]) -> list[str]:
+        """Drop, and close, every held version that is not the champion, not the challenger and not in
+        ``in_use`` (the versions of running games); returns the versions dropped.
+
+        A writer with a request queued or being written (its ``busy``: a game that just ended may still have a
+        branch in the queue) is kept for a later prune: closing a ``BatchingWriter`` cancels its worker and
+        would leave that request's caller waiting forever.
+        """
+        keep = {self.champion, *in_use} | ({self.challenger} if self.challenger is not None else set())
+        dropped = [version for version, writer in self.by_version.items()
+                   if version not in keep and not _busy(writer)]
+        unloaded = [self.by_version.pop(version) for version in dropped]  # no await between check and drop
+        for writer in unloaded:
+            await _close(writer)
+        return dropped
+
     @property
     def versions(self) -> list[str]:
         return list(self.by_version)
 
     def all(self) -> list[SceneWriter]:
         return list(self.by_version.values())
+
+
+def _busy(writer: SceneWriter) -> bool:
+    """Whether a writer has work in flight; one that cannot say (it has no ``busy``) is taken as idle. Any
+    writer with a ``close`` must say: dropping alone is harmless, as a caller in flight holds its own reference."""
+    return bool(getattr(writer, "busy", False))
+
+
+async def _close(writer: SceneWriter) -> None:
+    """Close a dropped writer if it can be (a ``BatchingWriter`` stops its worker); a failure is logged, since
+    the version is unloaded either way."""
+    close = getattr(writer, "close", None)
+    if not callable(close) or _busy(writer):  # busy again (a caller held it): it finishes, then is collected
+        return
+    try:
+        result = close()
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("closing the writer of model version %s failed", writer.model_version)

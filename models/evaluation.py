@@ -13,7 +13,7 @@ Metrics (each also per genre):
   trained here, SmolLM2) are compared on one scale; the promotion gate uses ``bits_per_char``;
 - ``invented_word_rate`` (and ``reference_invented_word_rate``), ``second_person``, ``present_tense``,
   ``copy_rate`` (near-copies of the current scene, the engine's own check), and for choices
-  ``choice_words``, ``choices_in_range`` (3-14 words), ``imperative_choices`` (``models.text_quality``).
+  ``choice_words``, ``choices_in_range`` (3-14 words), ``imperative_choices`` (``data.text_quality``).
 """
 
 from __future__ import annotations
@@ -27,11 +27,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from data import text_quality
 from data.steps import Step
+from data.text_quality import ngrams, repeated_ngram_rate
 from engine.checks import CheckRules, overlap
 from engine.errors import MalformedOutputError
 from engine.prompt_format import SPECIAL_TOKENS, parse_output
-from models import text_quality
 from models.examples import encode, step_context, step_example
 from models.storyteller import Storyteller, collate
 
@@ -92,18 +93,9 @@ class EvalReport:
 
 
 # --- text statistics ----------------------------------------------------------------------------
-def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
-
-
 def distinct_n(texts: Sequence[str], n: int) -> float:
     grams = [g for text in texts for g in ngrams(text.split(), n)]
     return len(set(grams)) / len(grams) if grams else 0.0
-
-
-def repeated_ngram_rate(text: str, n: int = 4) -> float:
-    grams = ngrams(text.split(), n)
-    return (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
 
 
 def _strip_markers(text: str) -> str:

@@ -14,6 +14,11 @@ Each figure is attributed to the version that wrote what it measures, and to the
   ``parse_failures`` and ``parse_failure_rate``, ``rejections`` (every failed check, parse failures
   included) and ``repairs`` (every placeholder written, shown or not).
 
+Players who opted out of training count as if they had never rated or voted, as in the feedback harvest:
+their ratings are left out and their votes do not enter a margin (a vote only they cast has none). These
+figures gate ``cyoa promote --live``, which decides what model players get: a use of their play like training.
+The games and scenes they played in still count (those are the model's, not theirs).
+
 Logged to MLflow as ``live_<metric>`` and ``live_<genre>_<metric>`` (``flat_metrics``).
 """
 
@@ -108,29 +113,31 @@ LiveReport = dict[str, VersionFigures]
 else whatever the writer reported) -> its figures."""
 
 
-def vote_margin(shown: Shown) -> float | None:
-    """(top count - runner-up count) / voters of a scene's vote; ``None`` when nobody voted."""
-    counts = sorted(Counter(vote.choice for vote in shown.votes).values(), reverse=True)
-    voters = len({vote.player for vote in shown.votes})
+def vote_margin(shown: Shown, opted_out: frozenset[str] = frozenset()) -> float | None:
+    """(top count - runner-up count) / voters of a scene's vote, opted-out voters left out; ``None`` when
+    nobody else voted."""
+    votes = [vote for vote in shown.votes if vote.player not in opted_out]
+    counts = sorted(Counter(vote.choice for vote in votes).values(), reverse=True)
+    voters = len({vote.player for vote in votes})
     if not voters:
         return None
     runner_up = counts[1] if len(counts) > 1 else 0
     return (counts[0] - runner_up) / voters
 
 
-def _add_scene(figures: Figures, shown: Shown) -> None:
+def _add_scene(figures: Figures, shown: Shown, opted_out: frozenset[str]) -> None:
     figures.scenes += 1
     figures.repaired_scenes += int(shown.scene.repaired)
     if shown.tie_break is not None:
         figures.tie_breaks += 1
     # A vote is closed once its choice was taken; an open vote (or a terminal choice) has no margin.
-    margin = vote_margin(shown) if shown.chosen is not None else None
+    margin = vote_margin(shown, opted_out) if shown.chosen is not None else None
     if margin is not None:
         figures.closed_votes += 1
         figures.margins += margin
 
 
-def _add_game(report: LiveReport, game: Game) -> None:
+def _add_game(report: LiveReport, game: Game, opted_out: frozenset[str]) -> None:
     def both(version: str) -> tuple[Figures, Figures]:
         entry = report.setdefault(version, VersionFigures(version))
         return entry.total, entry.genre(game.genre)
@@ -139,8 +146,8 @@ def _add_game(report: LiveReport, game: Game) -> None:
         figures.games += 1
     for shown in game.path:
         for figures in both(shown.scene.model_version):
-            _add_scene(figures, shown)
-    for rating in game.ratings:
+            _add_scene(figures, shown, opted_out)
+    for rating in (r for r in game.ratings if r.player not in opted_out):
         for figures in both(rating.model_version):
             if rating.stars is not None:
                 figures.star_ratings += 1
@@ -149,11 +156,14 @@ def _add_game(report: LiveReport, game: Game) -> None:
             figures.thumbs_down += int(rating.thumb == "down")
 
 
-def live_report(games: Iterable[Game], output_counts: Mapping[str, Mapping[str, int]]) -> LiveReport:
-    """The figures of every version that wrote a game, a scene or a rated scene, or has output counts."""
+def live_report(games: Iterable[Game], output_counts: Mapping[str, Mapping[str, int]],
+                opted_out: Iterable[str] = ()) -> LiveReport:
+    """The figures of every version that wrote a game, a scene or a rated scene, or has output counts; the
+    ratings and votes of ``opted_out`` players are left out."""
     report: LiveReport = {}
+    excluded = frozenset(opted_out)
     for game in games:
-        _add_game(report, game)
+        _add_game(report, game, excluded)
     for version, counters in output_counts.items():
         report.setdefault(version, VersionFigures(version)).outputs = dict(counters)
     return dict(sorted(report.items()))

@@ -19,6 +19,7 @@ from torch.nn import functional
 from transformers import PreTrainedModel
 
 from data.feedback import PreferencePair
+from engine.errors import TrainingError
 from models.examples import Encoded
 from models.storyteller import Storyteller, collate, token_losses
 
@@ -75,6 +76,9 @@ def preference_steps(storyteller: Storyteller, pairs: Sequence[PreferencePair], 
                      log: Callable[[dict[str, float], int], None] = lambda metrics, step: None) -> DpoResult:
     """``steps`` DPO updates of ``storyteller.model`` in place, against a frozen copy of it as it is now. What
     changed is measured on a seeded sample of at most ``sample`` pairs (scoring thousands takes minutes)."""
+    if not pairs:  # say so, rather than fail deep inside the first batch
+        raise TrainingError("no preference pairs to train on: the dataset version has none (export feedback "
+                            "with `cyoa feedback export` first; its table says which rule dropped each pair)")
     started = time.monotonic()
     encoded = [(encode_answer(storyteller, p.prompt, p.chosen), encode_answer(storyteller, p.prompt, p.rejected))
                for p in pairs]

@@ -5,6 +5,11 @@ pipeline, so the flavour cannot log the T5/BART models that ``--base-model`` fin
 the model, tokenizer, prompt-format version and sampling preset together to batch ``generate`` calls itself.
 One flavour for both families keeps loading identical: the storyteller folder travels as the artifact
 ``storyteller`` and loads from local files only.
+
+cyoa itself never loads a version through this class: ``models.registry.load_storyteller`` reads the artifact's
+storyteller folder as data, since ``mlflow.pyfunc.load_model`` runs the code the artifact carries. The class is
+there for MLflow: validating the input example when a version is logged, and ``mlflow.pyfunc.load_model`` /
+``mlflow models serve`` for whoever trusts a version's artifact.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""Model-from-code entry point that MLflow executes when it logs or loads a storyteller (no pickling)."""
+"""Model-from-code entry point that MLflow executes when it logs a storyteller, or when someone loads one with
+``mlflow.pyfunc`` (no pickling). A copy travels in each artifact; cyoa's own loading never runs it."""
 
 from __future__ import annotations
 

@@ -2,22 +2,24 @@
 
 Registry stages are deprecated in MLflow, so the project uses aliases: ``challenger`` is set by training,
 ``champion`` by ``cyoa promote``. A model URI is ``models:/<name>@<alias>``, ``models:/<name>/<version>``,
-``runs:/<run id>/model`` or a local storyteller folder.
+``runs:/<run id>/model`` or a local storyteller folder. A version is logged as a pyfunc model (for MLflow's
+tools) but loaded as data: its storyteller folder, never the Python its artifact carries (``load_storyteller``).
 """
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import mlflow
+import mlflow.artifacts
 import mlflow.pyfunc
 import pandas as pd
 from mlflow.entities import Metric
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
-from mlflow.models import ModelSignature
+from mlflow.models import Model, ModelSignature
 from mlflow.tracking import MlflowClient
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
@@ -32,6 +34,9 @@ from models.storyteller import ADAPTER_DIR, Card, Storyteller
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 MODEL_ARTIFACT = "model"
+PYFUNC_FLAVOR = "python_function"
+STORYTELLER_ARTIFACT = "storyteller"  # the pyfunc artifact that holds the storyteller folder
+STORYTELLER_PATH = f"artifacts/{STORYTELLER_ARTIFACT}"  # where MLflow puts it inside the logged model
 
 
 def pip_requirements(card: Card | None = None) -> list[str]:
@@ -69,7 +74,8 @@ def log_storyteller(folder: Path, card: Card, name: str, extra_metadata: dict[st
     try:
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT, python_model=str(Path(pyfunc_entry.__file__)),
-            artifacts={"storyteller": str(folder)}, pip_requirements=pip_requirements(card), signature=signature(),
+            artifacts={STORYTELLER_ARTIFACT: str(folder)}, pip_requirements=pip_requirements(card),
+            signature=signature(),
             input_example=example, metadata=metadata, registered_model_name=name,
         )
         version = str(info.registered_model_version)
@@ -139,7 +145,14 @@ def resolve(target: TrackingTarget, uri: str) -> tuple[str, ModelVersion | None]
 
 
 def load_storyteller(target: TrackingTarget, uri: str) -> Storyteller:
-    """Load a storyteller by model URI (or from a local folder), from local files only."""
+    """Load a storyteller by model URI (or from a local folder), from local files only.
+
+    A registered version is loaded from its files as data, never through ``mlflow.pyfunc.load_model``: that
+    runs the Python the artifact carries (the model-from-code file, or a pickled ``python_model``), and the bot
+    loads whatever ``@champion`` and ``@challenger`` point at, so anyone who can set an alias on a shared MLflow
+    server could run code next to ``DISCORD_TOKEN``. Only the storyteller folder is read: JSON, the tokenizer's
+    JSON, and weights in safetensors (``Storyteller.load``).
+    """
     if Path(uri).is_dir():
         return Storyteller.load(Path(uri))
     resolved, version = resolve(target, uri)
@@ -150,19 +163,37 @@ def load_storyteller(target: TrackingTarget, uri: str) -> Storyteller:
             raise ModelLoadError(
                 f"model {label} was trained with prompt format {found}, but this cyoa speaks format "
                 f"{PROMPT_FORMAT_VERSION}: retrain it with `cyoa train`, or run the cyoa release that trained it")
+    target.activate()
+    hint = "retrain with `cyoa train` or point the alias at another version"
     try:
-        model = mlflow.pyfunc.load_model(resolved)
-    except ModelLoadError as exc:  # raised by load_context for a bad storyteller folder
+        folder = _storyteller_folder(resolved)
+    except ModelLoadError as exc:
         raise ModelLoadError(f"model {label}: {exc}") from exc
     except MlflowException as exc:
-        raise ModelLoadError(f"model {label}: cannot load its artifacts ({exc.message}); retrain with "
-                             f"`cyoa train` or point the alias at another version") from exc
-    except Exception as exc:  # a corrupt pickle or missing file surfaces as anything
-        raise ModelLoadError(f"model {label}: the artifact is corrupt ({type(exc).__name__}: {exc}); retrain "
-                             f"with `cyoa train` or point the alias at another version") from exc
-    storyteller: Storyteller = model.unwrap_python_model().storyteller
-    storyteller.version = label
-    return storyteller
+        raise ModelLoadError(f"model {label}: cannot load its artifacts ({exc.message}); {hint}") from exc
+    except Exception as exc:  # a malformed MLmodel file surfaces as a YAML, key or type error
+        raise ModelLoadError(f"model {label}: its MLmodel file is unreadable ({type(exc).__name__}: {exc}); "
+                             f"{hint}") from exc
+    try:
+        return Storyteller.load(folder, version=label)
+    except ModelLoadError as exc:  # a bad storyteller folder: corrupt, another format, its base missing
+        raise ModelLoadError(f"model {label}: {exc}") from exc
+
+
+def _storyteller_folder(model_uri: str) -> Path:
+    """The local storyteller folder of a logged model (``models:/<name>/<n>``, ``runs:/...``), downloaded through
+    MLflow's artifact API: a local store's files are used in place, a server's are copied to a temporary folder.
+
+    Where the folder lies inside the model comes from its ``MLmodel`` file, read as YAML data (``safe_load``).
+    """
+    mlmodel = mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/MLmodel")
+    flavor = Model.load(mlmodel).flavors.get(PYFUNC_FLAVOR, {})
+    entry = (flavor.get("artifacts") or {}).get(STORYTELLER_ARTIFACT) or {}
+    relative = PurePosixPath(str(entry.get("path", STORYTELLER_PATH)))
+    if relative.is_absolute() or ".." in relative.parts:  # the MLmodel file must not point outside the model
+        raise ModelLoadError(f"its MLmodel file points the storyteller at {relative}, outside the model; retrain "
+                             "with `cyoa train` or point the alias at another version")
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri}/{relative}"))
 
 
 def log_evaluation(target: TrackingTarget, report: EvalReport, prefix: str, data_digest: str) -> str | None:

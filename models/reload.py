@@ -3,13 +3,14 @@ into service without a restart.
 
 New games get the new champion; games in progress keep the version they started with (``engine.writers``).
 A version that fails to load is logged, remembered (not retried every poll) and the old one stays in service.
+After each poll the versions that neither alias nor a running game uses are unloaded (``Writers.prune``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
 from data.tracking import TrackingTarget
@@ -39,6 +40,9 @@ class ChampionWatcher:
     on_change: Callable[[str, str], None] | None = None  # (alias, version), e.g. to tell the operator
     follow_challenger: bool = True  # False where new games never go to the challenger (the terminal)
     decoding: Decoding | None = None  # how a new version writes (default: transformers)
+    # The versions of running games; with it, every other version but the champion and the challenger is unloaded
+    # after each poll. None: nothing is ever unloaded (who uses what is unknown).
+    in_use: Callable[[], Collection[str]] | None = None
 
     async def _alias(self, alias: str) -> str | None:
         found = await asyncio.to_thread(version_by_alias, self.target, self.model_name, alias)
@@ -82,6 +86,15 @@ class ChampionWatcher:
                 self.on_change(alias, version)
         return changes
 
+    async def prune(self) -> list[str]:
+        """Unload the versions nobody uses (see ``in_use``); returns them."""
+        if self.in_use is None:
+            return []
+        dropped = await self.writers.prune(self.in_use())
+        if dropped:
+            log.info("unloaded %s: neither an alias nor a running game uses it", ", ".join(dropped))
+        return dropped
+
     async def run(self) -> None:
         """Poll until cancelled; a failing poll (the tracking server is down, say) is logged and retried."""
         while True:
@@ -91,4 +104,8 @@ class ChampionWatcher:
                 log.warning("cannot read the model registry: %s", exc)
             except Exception:  # an MLflow error we did not foresee must not stop the polling
                 log.exception("reading the model registry failed")
+            try:  # unloading needs no registry: it goes on while the tracking server is down
+                await self.prune()
+            except Exception:
+                log.exception("unloading unused model versions failed")
             await asyncio.sleep(self.interval_seconds)

@@ -42,6 +42,9 @@ ADAPTER_DIR = "adapter"
 CAUSAL = "causal"
 SEQ2SEQ = "seq2seq"
 
+# Loading reads files as data only: no hub, and no Python a model or tokenizer folder names (``auto_map``).
+_DATA_ONLY: dict[str, Any] = {"local_files_only": True, "trust_remote_code": False}
+
 # torch's global RNG is shared: seeded generation must not interleave with another thread's.
 _GENERATION_LOCK = threading.Lock()
 
@@ -148,12 +151,14 @@ class Storyteller:
         adapter = (folder / ADAPTER_DIR).is_dir()
         if adapter and card.base is None:
             raise ModelLoadError(f"{folder}: an adapter without a recorded base in {CARD_FILE}; retrain it")
+        _refuse_pickled_weights(folder / (ADAPTER_DIR if adapter else MODEL_DIR))
         try:
-            tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(folder / "tokenizer", **_DATA_ONLY)
             if adapter and card.base is not None:
                 model = _with_adapter(loader, resolve_base(card.base), folder / ADAPTER_DIR, len(tokenizer), trainable)
             else:
-                model = loader.from_pretrained(folder / MODEL_DIR, local_files_only=True)
+                model = loader.from_pretrained(folder / MODEL_DIR, use_safetensors=True, weights_only=True,
+                                               **_DATA_ONLY)
         except BaseModelError:
             raise
         except Exception as exc:  # transformers raises OSError, ValueError, safetensors errors...
@@ -257,9 +262,18 @@ class _RowStreamer(BaseStreamer):
         pass
 
 
+def _refuse_pickled_weights(folder: Path) -> None:
+    """A storyteller's own weights are safetensors (what ``save`` writes). A folder that holds only a pickle
+    format (``*.bin``, ``*.pt``, ``*.pkl``) is refused, so no loader falls back to unpickling it."""
+    if folder.is_dir() and not any(folder.glob("*.safetensors")):
+        raise ModelLoadError(f"{folder}: no weights in safetensors format (a pickled checkpoint is never loaded: "
+                             f"it can run code); retrain it with `cyoa train`")
+
+
 def _with_adapter(loader: Any, base: Path, adapter: Path, vocab: int, trainable: bool) -> Any:
     """The base with the adapter applied: merged for inference, or a trainable ``PeftModel``."""
-    model = loader.from_pretrained(base, local_files_only=True, dtype=torch.float32)
+    # A --base-model folder may hold *.bin weights: weights_only=True reads them without running their pickle.
+    model = loader.from_pretrained(base, dtype=torch.float32, weights_only=True, **_DATA_ONLY)
     if model.get_input_embeddings().num_embeddings != vocab:
         # The marker rows are overwritten by the adapter's trainable tokens: no need for a careful init here.
         model.resize_token_embeddings(vocab, mean_resizing=False)

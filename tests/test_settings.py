@@ -23,6 +23,13 @@ def test_mlflow_tracking_uri_overrides_the_local_store(monkeypatch: pytest.Monke
     assert settings.tracking.artifact_root is None
 
 
+def test_a_local_tracking_database_keeps_its_artifacts_in_cyoa_home(tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CYOA_HOME", str(tmp_path / "state"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'shared.db'}")
+    assert Settings().tracking.artifact_root == tmp_path / "state" / "mlartifacts"  # not ./mlruns
+
+
 def test_dotenv_is_read(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("CYOA_HOME", raising=False)
     (tmp_path / ".env").write_text("CYOA_HOME=from-dotenv\nCYOA_LOG_LEVEL=DEBUG\n")

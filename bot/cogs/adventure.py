@@ -70,7 +70,7 @@ class AdventureCog(commands.GroupCog, group_name="adventure", group_description=
     async def start(self, interaction: Interaction, genre: str | None = None,
                     premise: app_commands.Range[str, 1, 300] | None = None) -> None:
         server, channel = where(interaction)
-        await self.tables.check_start(server, channel, genre, premise)  # refusals stay private
+        await self.tables.check_start(server, channel, genre, premise, str(interaction.user.id))  # refusals: private
         await interaction.response.defer(thinking=True)
         game = await self.tables.start(server, channel, str(interaction.user.id), genre, premise)
         await interaction.followup.send(
@@ -109,7 +109,7 @@ class AdventureCog(commands.GroupCog, group_name="adventure", group_description=
         bot thinking."""
         place, player = self.tables.place(*where(interaction)), str(interaction.user.id)
         manager = is_manager(interaction)
-        self.tables.steerable(place, player, manager, what)
+        await self.tables.check_steer(place, player, manager, what)
         await interaction.response.defer(thinking=True)
         return await (self.tables.retry if what == "retry" else self.tables.undo)(place, player, manager)
 
@@ -140,12 +140,13 @@ class AdventureCog(commands.GroupCog, group_name="adventure", group_description=
         await interaction.response.send_message(text, ephemeral=True)
 
 
-@app_commands.guild_only()
 class FeedbackCog(commands.Cog):
     def __init__(self, bot: CyoaBot) -> None:
         self.tables = bot.tables
 
+    # On the command itself: a guild_only decorator on a plain Cog (not a group) does nothing.
     @app_commands.command(description="Tell the storyteller what you think of the current scene")
+    @app_commands.guild_only()
     @app_commands.describe(text="what worked, what did not")
     async def feedback(self, interaction: Interaction, text: app_commands.Range[str, 1, 1000]) -> None:
         server, channel = where(interaction)

@@ -22,6 +22,8 @@ def settings_embed(settings: ServerSettings) -> discord.Embed:
     embed.add_field(name="Vote window", value=f"{settings.vote_window} s")
     embed.add_field(name="Quorum", value=f"{settings.quorum} voter(s)")
     embed.add_field(name="Games at once", value=str(settings.max_games))
+    embed.add_field(name="Cooldowns", value=f"start {settings.start_cooldown} s per player · retry/undo "
+                                            f"{settings.steer_cooldown} s per channel")
     channels = ", ".join(f"<#{c}>" for c in settings.allowed_channels) or "every channel"
     embed.add_field(name="Channels", value=channels[:1024], inline=False)
     words = ", ".join(f"`{w}`" for w in settings.block_words) or "none (the global list still applies)"
@@ -68,6 +70,15 @@ class ConfigCog(commands.GroupCog, group_name="config", group_description="Adven
     @app_commands.describe(most="1-100")
     async def games(self, interaction: Interaction, most: int) -> None:
         await self._change(interaction, max_games=most)
+
+    @app_commands.command(description="Set how often a player may start adventures and a channel retry or undo")
+    @app_commands.describe(start="seconds between two starts by one player (5-3600)",
+                           steer="seconds between two retries or undos in one channel (5-600)")
+    async def cooldowns(self, interaction: Interaction, start: int | None = None, steer: int | None = None) -> None:
+        values = {k: v for k, v in (("start_cooldown", start), ("steer_cooldown", steer)) if v is not None}
+        if not values:
+            raise GameRuleError("give a start cooldown, a retry/undo cooldown, or both")
+        await self._change(interaction, **values)
 
     @app_commands.command(description="Allow adventures in a channel, or stop allowing it (none allowed: all are)")
     async def channel(self, interaction: Interaction, action: Literal["allow", "remove", "allow-all"],

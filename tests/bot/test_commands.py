@@ -5,11 +5,13 @@ from __future__ import annotations
 import logging
 
 import pytest
+import simcord
 
 from bot.client import CyoaBot
 from bot.render import MARKS, NUMBERS
 from data.store import SQLiteGameStore
 from engine.game import Game
+from engine.genres import GENRES
 from tests.bot.conftest import Server
 
 pytestmark = pytest.mark.asyncio
@@ -39,7 +41,7 @@ async def test_genre_autocomplete_offers_the_bundled_genres(server: Server) -> N
     choices = await server.alice.autocomplete(server.channel, "adventure start", "genre", "mec")
     assert [c["value"] for c in choices] == ["mecha"]
     everything = await server.alice.autocomplete(server.channel, "adventure start", "genre", "")
-    assert len(everything) >= 16
+    assert [c["value"] for c in everything] == [g.id for g in GENRES][:25]  # every genre, in order (at most 25)
 
 
 @pytest.mark.parametrize(("options", "words"), [
@@ -80,18 +82,24 @@ async def test_history_pages_through_the_story_so_far(server: Server) -> None:
     for _ in range(9):
         await server.bob.react(server.scenes()[-1], NUMBERS[0])
         await server.env.advance_time(61)
+    # The fake's scenes are short: make them as long as a real storyteller's long ones (about 700 characters),
+    # so ten of them need more than one page.
+    for shown in game.path:
+        shown.scene = shown.scene.model_copy(update={"narration": (shown.scene.narration + " ") * 5})
     result = await server.carol.slash(server.channel, "adventure history")
     assert result.ephemeral
     first = result.response.embeds[0]
-    assert first.description.startswith(f"**Scene 1.** {game.path[0].scene.narration}")
+    assert first.description.startswith(f"**Scene 1.** {game.path[0].scene.narration.strip()}")
     assert f"→ *{game.path[0].scene.choices[0]}*" in first.description
-    assert first.footer.text.startswith("page 1 of ")
     pages = int(first.footer.text.split(" of ")[1].split(" ")[0])
-    if pages > 1:  # long stories: the later pages are one button away
-        turned = await server.carol.click(result.response, "Later ▶")
-        assert turned.response.embeds[0].footer.text.startswith("page 2 of ")
-    text = first.description
-    assert len(text) <= 4096
+    assert first.footer.text.startswith("page 1 of ") and pages >= 2 and len(first.description) <= 4096
+    turned = await server.carol.click(result.response, label="Later ▶")
+    second = turned.response.embeds[0]
+    assert second.footer.text.startswith("page 2 of ") and len(second.description) <= 4096
+    assert second.description.startswith("**Scene ") and not second.description.startswith("**Scene 1.**")
+    assert second.description not in first.description  # a page further on, not the same one again
+    back = await server.carol.click(turned.response, label="◀ Earlier")
+    assert back.response.embeds[0].description == first.description
 
 
 async def test_only_the_starter_or_a_moderator_may_retry_undo_or_end(server: Server,
@@ -186,9 +194,13 @@ async def test_optout_is_recorded_and_can_be_taken_back(server: Server, store: S
     assert await store.opted_out() == frozenset()
 
 
-async def test_an_unexpected_error_is_logged_with_an_id_the_user_sees(server: Server,
+async def test_an_unexpected_error_is_logged_with_an_id_the_user_sees(server: Server, store: SQLiteGameStore,
+                                                                     monkeypatch: pytest.MonkeyPatch,
                                                                      caplog: pytest.LogCaptureFixture) -> None:
-    server.env.inject_error("POST", "/channels/*/messages", status=500, times=None)
+    async def broken(server_id: str) -> dict[str, object]:
+        raise RuntimeError("a bug in reading the settings")
+
+    monkeypatch.setattr(store, "server_settings", broken)  # a bug, not an expected failure: no CyoaError
     with caplog.at_level(logging.ERROR, logger="bot.client"):
         result = await server.alice.slash(server.channel, "adventure start")
     content = result.response.content if not result.followups else result.followups[-1].content
@@ -205,3 +217,13 @@ async def test_a_premise_is_shown_as_text_never_as_markdown(server: Server) -> N
     content = result.response.content
     # Escaped: the bracket cannot open a masked link (the address shows as itself), the stars stay stars.
     assert "\\[Free Nitro](https://evil.example)" in content and "x\\* " in content and " \\**" in content
+
+
+async def test_feedback_is_a_server_command_only(server: Server) -> None:
+    bot = server.env.bot
+    assert isinstance(bot, CyoaBot)
+    command = bot.tree.get_command("feedback")
+    assert command is not None and command.guild_only  # Discord does not offer it in DMs
+    # simcord refuses what Discord would not show: "not visible to this user here ... (reason: context)".
+    with pytest.raises(simcord.SetupError, match=r"not visible .*reason: context"):
+        await server.bob.user.slash("feedback", text="Nice story")

@@ -59,7 +59,7 @@ async def test_allowed_channels(server: Server) -> None:
     result = await server.alice.slash(server.channel, "adventure start")
     assert "started a" in result.response.content
     await server.mod.slash(server.channel, "config channel", action="allow-all")
-    result = await server.alice.slash(other, "adventure start")
+    result = await server.bob.slash(other, "adventure start")
     assert "started a" in result.response.content
 
 
@@ -95,3 +95,20 @@ async def test_settings_are_per_server(server: Server, store: SQLiteGameStore) -
     assert "started a" in result.response.content
     assert await store.server_settings(str(other.id)) == {}
     assert (await store.server_settings(str(server.guild.id)))["max_games"] == 7
+
+
+async def test_cooldowns_refuse_a_flood_of_starts_and_retries_privately(server: Server) -> None:
+    result = await server.mod.slash(server.channel, "config cooldowns", start=60, steer=20)
+    assert "start 60 s per player · retry/undo 20 s per channel" in next(
+        f.value for f in result.response.embeds[0].fields if f.name == "Cooldowns")
+    result = await server.mod.slash(server.channel, "config cooldowns", steer=1)
+    server.refused(result, "steer_cooldown")  # below the floor: a server cannot switch its cooldowns off
+    assert "started a" in (await server.alice.slash(server.channel, "adventure start")).response.content
+    assert "asked for scene 1 again" in (await server.alice.slash(server.channel, "adventure retry")).response.content
+    server.refused(await server.alice.slash(server.channel, "adventure retry"), "again in 20 s")
+    server.refused(await server.alice.slash(server.channel, "adventure undo"), "no earlier scene")
+    await server.env.advance_time(21)
+    assert "asked for scene 1 again" in (await server.alice.slash(server.channel, "adventure retry")).response.content
+    other = server.guild.create_text_channel("general")
+    server.refused(await server.alice.slash(other, "adventure start"), "start an adventure again in")
+    assert "started a" in (await server.bob.slash(other, "adventure start")).response.content  # per player

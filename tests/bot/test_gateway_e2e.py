@@ -119,7 +119,9 @@ async def connected(server: FakeDiscord, bot: CyoaBot, task: asyncio.Task[None])
         raise AssertionError(f"the bot never got ready; requests: {server.summary()}")
     assert [(r.method, r.path) for r in server.requests[:3]] == [
         ("GET", "/users/@me"), ("GET", "/oauth2/applications/@me"), ("PUT", f"/applications/{APP_ID}/commands")]
-    assert {c["name"] for c in server.commands} == {"adventure", "feedback", "config"}
+    assert {c["name"] for c in server.commands} == {"adventure", "feedback", "config", "privacy"}
+    privacy = next(c for c in server.commands if c["name"] == "privacy")  # in servers, the bot's DMs, other DMs
+    assert privacy["contexts"] == [0, 1, 2] and privacy["integration_types"] == [0, 1]
     assert {r.authorization for r in server.requests} == {f"Bot {TOKEN}"}  # later: a wrong one is a 401, see the end
     assert server.gateway_queries[0]["v"] == "10" and server.gateway_queries[0]["encoding"] == "json"
     assert server.identify is not None and server.identify["intents"] == INTENTS.value  # nothing privileged

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -123,3 +125,103 @@ def test_concurrent_saves_of_many_games_each_land_whole(tmp_path: Path) -> None:
     rows = dict(db.execute("SELECT game_id, count(*) FROM votes GROUP BY game_id"))
     states = dict(db.execute("SELECT id, json_array_length(state, '$.path[#-1].votes') FROM games"))
     assert rows == states and len(rows) == 12  # the rows and the state a resume reads agree, for every game
+
+
+def _rows(path: Path, game_id: str) -> dict[str, int]:
+    """How many rows of each table the game has, read by a connection of its own."""
+    db = sqlite3.connect(path)
+    try:
+        return {table: db.execute(f"SELECT count(*) FROM {table} WHERE game_id = ?", (game_id,)).fetchone()[0]
+                for table in ("scenes", "choices", "branches", "votes", "ratings")}
+    finally:
+        db.close()
+
+
+def _with_more(game: Game, ratings: int, comment: str = "") -> Game:
+    changed = game.model_copy(deep=True)
+    changed.ratings.extend(Rating(player=f"p{n}", scene=0, comment=comment or None, model_version="fake/1")
+                           for n in range(ratings))
+    return changed
+
+
+def test_a_briefly_locked_database_makes_a_save_wait_not_fail(tmp_path: Path) -> None:
+    path = tmp_path / "cyoa.db"
+
+    async def scenario() -> float:
+        game = await played_game()
+        async with SQLiteGameStore(path, busy_timeout=5.0) as store:
+            await store.save(game)
+            other = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            other.execute("BEGIN IMMEDIATE")  # another program writes for a moment
+
+            def finish() -> None:
+                other.execute("COMMIT")
+                other.close()
+
+            release = threading.Timer(0.3, finish)
+            release.start()
+            started = time.monotonic()
+            await store.save(_with_more(game, 1))
+            waited = time.monotonic() - started
+            release.join()
+            assert len((await store.load(game.id)).ratings) == len(game.ratings) + 1
+            return waited
+
+    assert asyncio.run(scenario()) >= 0.25
+
+
+def test_a_database_locked_past_the_busy_timeout_is_a_store_error_without_its_path(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = tmp_path / "cyoa.db"
+
+    async def scenario() -> tuple[Game, Game, StoreError]:
+        game = await played_game()
+        async with SQLiteGameStore(path, busy_timeout=0.2) as store:
+            await store.save(game)
+            other = sqlite3.connect(path, isolation_level=None)
+            other.execute("BEGIN IMMEDIATE")  # another program holds the write lock for longer than we wait
+            try:
+                with pytest.raises(StoreError) as caught:
+                    await store.save(_with_more(game, 3))
+                with pytest.raises(StoreError, match="busy"):
+                    await store.set_opt_out("ana", True)
+            finally:
+                other.execute("ROLLBACK")
+                other.close()
+            await store.set_opt_out("ana", True)  # the store goes on once the lock is gone
+            return game, await store.load(game.id), caught.value
+
+    game, loaded, error = asyncio.run(scenario())
+    message = str(error)
+    assert message.startswith(f"cannot save game {game.id}; nothing of it was changed: the game database is busy")
+    assert str(tmp_path) not in message and "cyoa.db" not in message
+    assert str(path) in caplog.text  # the operator's log has the path
+    assert loaded.ratings == game.ratings and _rows(path, game.id)["ratings"] == len(game.ratings)
+
+
+def test_a_full_database_is_a_store_error_without_its_path_and_the_saved_game_stays_whole(tmp_path: Path) -> None:
+    path = tmp_path / "cyoa.db"
+
+    async def scenario() -> tuple[Game, Game, StoreError, bool]:
+        game = await played_game()
+        async with SQLiteGameStore(path) as store:
+            await store.save(game)
+            saved_rows = _rows(path, game.id)
+            async with store.db.execute("PRAGMA page_count") as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            # The file may not grow by a page: what the disk running out of space looks like to SQLite.
+            await (await store.db.execute(f"PRAGMA max_page_count = {int(row[0])}")).close()
+            with pytest.raises(StoreError) as caught:
+                await store.save(_with_more(game, 400, comment="a long comment " * 40))
+            loaded = await store.load(game.id)
+            rows_kept = _rows(path, game.id) == saved_rows
+            await (await store.db.execute("PRAGMA max_page_count = 1073741823")).close()
+            await store.save(_with_more(game, 2))  # with room again, saving works
+            return game, loaded, caught.value, rows_kept
+
+    game, loaded, error, rows_kept = asyncio.run(scenario())
+    message = str(error)
+    assert message.startswith(f"cannot save game {game.id}; nothing of it was changed: the game database is full")
+    assert str(tmp_path) not in message
+    assert loaded.ratings == game.ratings and loaded.path == game.path and rows_kept

@@ -19,6 +19,11 @@ RULES = CheckRules(block_list=frozenset({"forbidden", "straße"}))
     "a " + "".join(chr(ord(c) + 0xFEE0) for c in "forbidden") + " door",  # fullwidth letters
     "the STRASSE of doom",               # ß case-folds to ss
     "the Straße of doom",
+    "a f\u043erbidden door",            # a Cyrillic o inside the Latin word
+    "a forbidden d\u043e\u043er",          # Cyrillic letters elsewhere do not hide it
+    "a forb\u00eddden door",            # an accent (i with acute)
+    "a fo\u0301rbidden door",           # a combining accent
+    "a FORBIDD\u0395N door",            # a Greek capital epsilon
 ])
 def test_block_list_evasions_are_caught(text: str) -> None:
     assert blocked_words(text, RULES.block_list)
@@ -40,6 +45,12 @@ def test_block_list_evasions_are_caught(text: str) -> None:
 def test_markers_and_mentions_are_refused(text: str, reason: str) -> None:
     with pytest.raises(BlockedTextError, match=reason):
         check_player_text(text, RULES)
+
+
+def test_other_scripts_and_accents_do_not_block_innocent_words() -> None:
+    assert not blocked_words("Привет, a forbidding forest", RULES.block_list)  # Cyrillic text, another word
+    assert blocked_words("café au lait", frozenset({"cafe au"})) == ["cafe au"]  # accents drop in matching
+    assert check_player_text("Привет, café", RULES) == "Привет, café"  # what is stored keeps its letters
 
 
 def test_clean_text_passes_without_its_invisible_characters() -> None:

@@ -58,7 +58,7 @@ def test_batches_are_bounded_and_answers_return_to_their_callers() -> None:
 def test_a_full_queue_says_busy_at_once() -> None:
     async def scenario() -> None:
         slow = SlowWriter()
-        queue = BatchingWriter(slow, max_batch=1, max_pending=2, gather_seconds=0.0)
+        queue = BatchingWriter(slow, max_batch=1, max_pending=2, gather_seconds=0.0, tenant_share=1.0)
         first = asyncio.create_task(queue.write([request("mecha")] * 2))
         await asyncio.sleep(0.01)
         second = asyncio.create_task(queue.write([request("idol")]))
@@ -77,7 +77,7 @@ def test_a_full_queue_says_busy_at_once() -> None:
 
 def test_busy_branches_fall_back_to_writing_on_demand() -> None:
     async def scenario() -> tuple[list[int], GameStatus, str]:
-        queue = BatchingWriter(FakeWriter(), max_batch=8, max_pending=2)
+        queue = BatchingWriter(FakeWriter(), max_batch=8, max_pending=2, tenant_share=1.0)
         engine = StoryEngine(queue)
         game = await engine.start("t", "mecha", "A pilot wakes.")
         # Three branches, a queue of two: the two leading choices are written, the third is refused as busy.

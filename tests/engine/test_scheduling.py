@@ -104,7 +104,7 @@ def test_closing_on_a_choice_drops_the_branches_not_started_and_keeps_those_writ
 def test_a_waiting_player_outranks_every_branch_and_a_full_queue_sheds_the_least_wanted() -> None:
     async def scenario() -> tuple[list[str], int]:
         writer = GatedWriter()
-        queue = BatchingWriter(writer, max_batch=1, max_pending=1, gather_seconds=0.0)
+        queue = BatchingWriter(writer, max_batch=1, max_pending=1, gather_seconds=0.0, tenant_share=1.0)
         context = StoryContext("mecha", "A premise.")
         branch = [WriteRequest(context, priority=Priority(urgency=lambda rank=rank: rank)) for rank in (1, 2)]
         branches = []

@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from engine.errors import GameRuleError, StorytellerBusyError
-from engine.fakes import FakeWriter, MemoryStore
+from engine.fakes import FakeWriter, MemoryStore, RecordingPresenter
 from engine.game import Game
 from engine.ports import WriteRequest, WrittenScene
+from engine.queue import BatchingWriter
 from engine.tables import Tables
 from engine.turns import StoryEngine
 
@@ -24,27 +25,7 @@ class Clock:
         return self.now
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.shown: list[int] = []
-        self.failures: list[str] = []
-        self.drafts: list[tuple[str, str | None]] = []
-
-    async def show(self, game: Game) -> str | None:
-        self.shown.append(len(game.path))
-        return f"message-{len(self.shown)}"
-
-    async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
-        return None
-
-    def draft(self, place: str, text: str | None) -> None:
-        self.drafts.append((place, text))
-
-    async def vote_extended(self, game: Game) -> None:
-        pass
-
-    async def failed(self, game: Game, reason: str) -> None:
-        self.failures.append(reason)
+Recorder = RecordingPresenter
 
 
 class FlakyWriter(FakeWriter):
@@ -101,3 +82,32 @@ def test_settings_survive_in_the_store_and_bad_values_are_refused() -> None:
         return (await again.settings("s")).quorum, await store.server_settings("s")
 
     assert asyncio.run(scenario()) == (3, {"quorum": 3})
+
+
+def test_each_branch_is_saved_as_soon_as_it_is_written() -> None:
+    """One model call a branch; the second hangs: the first is in the store already, not only when all are."""
+
+    class HangsOnSecond(FakeWriter):
+        async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
+            if any(r.context.path and r.context.path[-1].action.endswith("-b") for r in requests):
+                await asyncio.sleep(3600)
+            return await super().write(requests)
+
+    async def scenario() -> tuple[Game, Game]:
+        store = MemoryStore()
+        tables = Tables(StoryEngine(BatchingWriter(HangsOnSecond(), max_batch=1, gather_seconds=0)), store,
+                        Recorder(), clock=Clock())
+        game = await tables.start("s", "c", "ana", "fantasy", "A knight wakes.")
+        for _ in range(50):
+            await asyncio.sleep(0.01)
+            if game.current.branches:
+                break
+        await asyncio.sleep(0.05)
+        stored = await store.load(game.id)
+        await tables.close()
+        return game, stored
+
+    game, stored = asyncio.run(scenario())
+    assert sorted(game.current.branches) == [0]  # the first written, the second hangs, the third waits
+    assert sorted(stored.current.branches) == [0]
+    assert stored.current.branches[0].narration == game.current.branches[0].narration

@@ -233,3 +233,19 @@ def test_fragment_choices_are_refused_and_written_again(choices: list[str], reas
     with pytest.raises(RejectedOutputError) as caught:
         check_output(scene("You wake in the hangar.", choices), [], CheckRules())
     assert reason in caught.value.reason
+
+
+def test_a_choice_too_long_for_its_place_on_screen_is_refused() -> None:
+    from engine.checks import CheckRules, check_output
+    from engine.errors import RejectedOutputError
+    from engine.prompt_format import render_target
+
+    narration = ("You step onto the old pier as the paper lanterns flicker and the harbor bell rings twice, "
+                 "somewhere out in the thick grey fog.")
+    long_choice = "Run " + "very-extraordinarily-long-winded " * 5 + "towards the bell"
+    assert len(long_choice.split()) <= CheckRules().max_choice_words < len(long_choice) // 7
+    with pytest.raises(RejectedOutputError, match="characters, at most 150"):
+        check_output(render_target(narration, [long_choice, "Wait by the pier", "Call out into the fog"], None),
+                     [], CheckRules())
+    fine = check_output(render_target(narration, ["Run towards the bell", "Wait by the pier"], None), [], CheckRules())
+    assert fine.choices == ("Run towards the bell", "Wait by the pier")

@@ -11,7 +11,7 @@ from mlflow.tracking import MlflowClient
 
 from cyoa.cli import app
 from cyoa.settings import Settings
-from data.feedback import harvest
+from data.feedback import FeedbackOptions, harvest
 from data.versioning import find_dataset
 from models.config import preset
 from models.examples import examples_from_steps
@@ -37,7 +37,8 @@ def test_train_fine_tunes_the_champion_on_a_harvested_version(tmp_path: Path, mo
     engine = new_engine()
     games = [asyncio.run(play(engine, [{"p-ana": 0}, {"p-ana": 1}, {"p-bo": 2}])) for _ in range(2)]
     asyncio.run(save(games))
-    exported = run_json("feedback", "export", "--json")
+    # One player a choice and no ratings: the trust rules would keep none of it (tests/data covers them).
+    exported = run_json("feedback", "export", "--min-supporters", "0", "--json")
     digest, parent = str(exported["digest"]), str(exported["parent"])
 
     tuned = run_json("train", "--dataset", digest, "--max-epochs", "1", "--max-minutes", "1", "--json")
@@ -87,7 +88,8 @@ def test_train_fine_tunes_the_champion_on_a_harvested_version(tmp_path: Path, mo
 def test_dpo_steps_move_the_model_towards_the_preferred_answers(trained: TrainOutcome) -> None:
     engine = new_engine()
     games = [asyncio.run(play(engine, [{"p-ana": 0}, {"p-ana": 1}])) for _ in range(3)]
-    pairs = harvest(games, frozenset(), []).pairs
+    # The trust rules off (one voter, one player deciding every pair): this is about DPO, tests/data about them.
+    pairs = harvest(games, frozenset(), [], FeedbackOptions(min_supporters=0, max_player_share=1.0)).pairs
     storyteller = Storyteller.load(trained.checkpoint)
     logged: list[tuple[dict[str, float], int]] = []
 
@@ -97,3 +99,10 @@ def test_dpo_steps_move_the_model_towards_the_preferred_answers(trained: TrainOu
     assert result.first_loss == pytest.approx(math.log(2), abs=1e-3)  # the policy starts as the reference
     assert result.last_loss < result.first_loss
     assert result.margin_after > result.margin_before and result.accuracy_after >= result.accuracy_before
+
+
+def test_dpo_without_pairs_says_what_to_do(trained: TrainOutcome) -> None:
+    from engine.errors import TrainingError
+
+    with pytest.raises(TrainingError, match="no preference pairs to train on"):
+        preference_steps(Storyteller.load(trained.checkpoint), [], 4)

@@ -15,6 +15,7 @@ from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
 from cyoa.cli import app
+from cyoa.report_cli import read_live_report
 from cyoa.settings import Settings
 from data.steps import steps_to_jsonl
 from data.store import SQLiteGameStore
@@ -126,6 +127,27 @@ def test_figures_from_a_real_store_by_hand(tmp_path: Path) -> None:
     assert flat["live_games"] == 2 and flat["live_mecha_tie_breaks"] == 1 and flat["live_idol_repaired_scenes"] == 1
     assert "live_idol_thumbs_ratio" not in flat and "live_idol_outputs" not in flat
     assert report["fake/1"].metrics()["games"] == 1 and report["fake/1"].metrics()["outputs"] == 1
+
+
+def test_opted_out_players_ratings_and_votes_are_left_out(tmp_path: Path) -> None:
+    """As in the harvest: chi opted out, so chi's 👍 and comment go, and chi's vote leaves the 2-1 vote 2-0."""
+    path = tmp_path / "cyoa.db"
+
+    async def scenario() -> None:
+        async with SQLiteGameStore(path) as store:
+            game, _ = await voted_game(V1)
+            await store.save(game)
+            await store.set_opt_out("chi", True)
+
+    asyncio.run(scenario())
+    figures = read_live_report(path)[V1].per_genre["mecha"].metrics()  # what `report` and `promote --live` read
+    assert figures == pytest.approx({
+        "games": 1, "scenes": 3, "repaired_scenes": 0, "star_ratings": 2, "mean_rating": 4.5, "thumbs_up": 1,
+        "thumbs_down": 1, "thumbs_ratio": 0.5, "closed_votes": 2, "mean_vote_margin": (1.0 + 0) / 2,
+        "tie_breaks": 1})
+    # A vote only opted-out players cast has no margin at all.
+    game, _ = asyncio.run(voted_game(V1))
+    assert live_report([game], {}, {"ana", "ben", "chi"})[V1].metrics()["closed_votes"] == 0
 
 
 @pytest.mark.parametrize(("ballot", "margin"), [

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
+import re
 import shutil
 import subprocess
 import sys
@@ -9,7 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlflow
+import mlflow.pyfunc
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from data.tracking import TrackingTarget
@@ -109,3 +113,65 @@ def test_wrong_prompt_format_is_refused(trained: TrainOutcome, tracking: Trackin
         load_storyteller(tracking, f"models:/old-format/{version}")
     with pytest.raises(ModelLoadError, match="prompt format 99"):
         Storyteller.load(tmp_path / "copy")
+
+
+PLANTED_CODE = "open({marker!r}, 'w').write('ran')\nraise RuntimeError('planted code ran')\n"
+
+
+class _Planted:
+    """Unpickles by running code: what a tampered ``python_model.pkl`` can do."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return exec, (PLANTED_CODE.format(marker=str(self.marker)),)
+
+
+def _plant(model_dir: Path, marker: Path, kind: str) -> None:
+    """Make the logged model run code when MLflow's pyfunc loader opens it: its model-from-code file rewritten,
+    or (``pickle``) the MLmodel file switched to a pickled ``python_model`` that runs code when unpickled."""
+    [entry] = model_dir.glob("pyfunc_entry.py")
+    if kind == "code":
+        entry.write_text(PLANTED_CODE.format(marker=str(marker)))
+        return
+    (model_dir / "python_model.pkl").write_bytes(pickle.dumps(_Planted(marker)))
+    mlmodel = model_dir / "MLmodel"
+    text = mlmodel.read_text()
+    assert "loader_module: mlflow.pyfunc.loaders.code_model" in text and "model_code_path:" in text
+    text = text.replace("loader_module: mlflow.pyfunc.loaders.code_model", "loader_module: mlflow.pyfunc.model")
+    mlmodel.write_text(re.sub(r"model_code_path: .*", "python_model: python_model.pkl", text))
+
+
+@pytest.mark.parametrize("kind", ["code", "pickle"])
+def test_a_version_that_carries_code_loads_its_weights_without_running_it(
+        trained: TrainOutcome, tracking: TrackingTarget, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        kind: str) -> None:
+    name = f"planted-{kind}"
+    version = _register_copy(trained.checkpoint, tracking, name, tmp_path / "copy")
+    model_dir = Path(MlflowClient(tracking.uri).get_model_version_download_uri(name, version).removeprefix("file://"))
+    marker = tmp_path / "ran"
+    _plant(model_dir, marker, kind)
+    # The planted code is live: MLflow's own loader runs it (pickles too, once someone allows them).
+    monkeypatch.setenv("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+    tracking.activate()
+    with pytest.raises(Exception, match="planted code ran"):
+        mlflow.pyfunc.load_model(f"models:/{name}/{version}")
+    assert marker.read_text() == "ran"
+    marker.unlink()
+
+    storyteller = load_storyteller(tracking, f"models:/{name}/{version}")
+    assert not marker.exists()
+    assert storyteller.version == f"{name}/{version}"
+    original = Storyteller.load(trained.checkpoint)
+    for mine, theirs in zip(storyteller.model.state_dict().values(), original.model.state_dict().values(),
+                            strict=True):
+        assert torch.equal(mine, theirs)  # the version's own weights, read as data
+
+
+def test_pickled_weights_are_refused(trained: TrainOutcome, tmp_path: Path) -> None:
+    folder = shutil.copytree(trained.checkpoint, tmp_path / "copy")
+    [weights] = (folder / "model").glob("*.safetensors")
+    weights.rename(weights.with_name("pytorch_model.bin"))
+    with pytest.raises(ModelLoadError, match="no weights in safetensors format"):
+        Storyteller.load(folder)

@@ -1,22 +1,29 @@
 """Hot reload against a real registry: a moved champion alias reaches new games, running games keep their
-version, and a version that fails to load leaves the old one in service."""
+version, a version that fails to load leaves the old one in service, and versions nobody uses are unloaded."""
 
 from __future__ import annotations
 
 import asyncio
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from mlflow import MlflowClient
 
+from bot.launcher import build_bot, running_versions
 from data.tracking import TrackingTarget
 from data.versioning import DatasetVersion
+from engine.errors import TrackingError
+from engine.fakes import FakeWriter, MemoryStore
+from engine.game import GameStatus
 from engine.turns import StoryEngine
 from engine.writers import Writers
 from models.registry import set_alias
 from models.reload import ChampionWatcher
 from models.train_job import train_model
 from models.writer import ModelWriter
+from tests.engine.test_writers import ClosingWriter
 from tests.models.conftest import MODEL, tiny
 
 
@@ -56,3 +63,52 @@ def test_the_watcher_brings_a_moved_champion_into_service(fresh_tracking: Tracki
         assert await watcher.check() == []  # the broken version is not tried again at every poll
 
     asyncio.run(scenario())
+
+
+async def _until(condition: Callable[[], bool], seconds: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + seconds
+    while not condition():
+        assert asyncio.get_running_loop().time() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
+def test_the_watcher_unloads_what_no_running_game_uses_after_each_poll(fresh_tracking: TrackingTarget,
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    running = {f"{MODEL}/2"}  # the versions of the games in progress, as the bot's tables would say
+
+    async def scenario() -> None:
+        older, old = ClosingWriter(f"{MODEL}/1"), ClosingWriter(f"{MODEL}/2")
+        writers = Writers(FakeWriter(model_version=f"{MODEL}/3"))
+        writers.by_version.update({older.model_version: older, old.model_version: old})
+        # Without knowing what runs, nothing is unloaded.
+        assert await ChampionWatcher(writers, fresh_tracking, MODEL).prune() == []
+        watcher = ChampionWatcher(writers, fresh_tracking, MODEL, interval_seconds=0.01, in_use=lambda: running)
+
+        async def registry_down() -> list[str]:
+            raise TrackingError("the tracking server is down")
+
+        monkeypatch.setattr(watcher, "check", registry_down)  # unloading goes on without the registry
+        polling = asyncio.get_running_loop().create_task(watcher.run())
+        try:
+            await _until(lambda: older.closed)
+            assert sorted(writers.by_version) == [f"{MODEL}/2", f"{MODEL}/3"] and not old.closed
+            running.clear()  # that game ended
+            await _until(lambda: old.closed)
+            assert list(writers.by_version) == [f"{MODEL}/3"]
+        finally:
+            polling.cancel()
+
+    asyncio.run(scenario())
+
+
+def test_the_bot_tells_the_watcher_the_versions_of_its_running_games() -> None:
+    async def scenario() -> set[str]:
+        bot = build_bot(FakeWriter(model_version=f"{MODEL}/3"), MemoryStore(), [], sync_commands=False)
+        engine = StoryEngine(FakeWriter(model_version=f"{MODEL}/1"))
+        running = await engine.start("discord:1:10", "fantasy", "A knight wakes.")
+        ended = await engine.start("discord:1:11", "fantasy", "A knight wakes.")
+        ended.status, ended.model_version = GameStatus.ENDED, f"{MODEL}/2"
+        bot.tables.games.update({running.place: running, ended.place: ended})
+        return running_versions(bot)
+
+    assert asyncio.run(scenario()) == {f"{MODEL}/1"}

@@ -37,7 +37,9 @@ def test_model_writer_batches_on_a_worker_thread(trained: TrainOutcome, tracking
     started = time.monotonic()
     texts, versions, ticks = asyncio.run(scenario())
     assert len(texts) == 3 and versions == [f"{MODEL}/1"] * 3
-    assert all(parse_output(text) for text in texts)  # constrained decoding: every answer parses
+    scenes = [parse_output(text) for text in texts]  # constrained decoding: every answer parses (or raises)
+    assert all(len(scene.narration.split()) >= 5 for scene in scenes)
+    assert all(scene.is_ending or 2 <= len(scene.choices) <= 4 for scene in scenes)
     assert parse_output(texts[2]).is_ending  # must_end is enforced by the grammar
     # The loop kept running while the model wrote: it ticked many times, not once.
     assert ticks > 5, (ticks, time.monotonic() - started)

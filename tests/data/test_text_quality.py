@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from models import text_quality
+from data import text_quality
 
 
 def test_invented_words_are_found_and_real_ones_are_not() -> None:
@@ -37,3 +37,20 @@ def test_present_share_reads_the_players_verbs() -> None:
 ])
 def test_imperative(choice: str, expected: bool) -> None:
     assert text_quality.imperative(choice) is expected
+
+
+def test_repeated_ngrams_find_looping_text() -> None:
+    assert text_quality.repeated_ngram_rate("a b c d a b c d", 4) == pytest.approx(1 / 5)
+    assert text_quality.repeated_ngram_rate("one two three", 4) == 0.0
+    sentence = "You climb the ladder while the rain drums on the glass. "
+    assert text_quality.repeated_ngram_rate(sentence * 3, 3) > 0.5
+
+
+def test_run_together_words_are_found_in_any_case() -> None:
+    # The untrained SmolLM2's openings (README): names run together in CamelCase, which invented_words (lower-case
+    # words only) does not see.
+    text = "AnImatakeHellOakLawnShatterInTheTownBellsIf You're a Shaman. McAllister meets Hana-chan at the kotatsu."
+    assert text_quality.run_together_words(text) == ["AnImatakeHellOakLawnShatterInTheTownBellsIf"]
+    assert text_quality.run_together_words("counterrevolutionaries and OverallAllTypeAndLevel") == [
+        "OverallAllTypeAndLevel"]
+    assert text_quality.run_together_words("x" * 25) == ["x" * 25]

@@ -1,5 +1,8 @@
 """Pure rules that read generated story text the way a player would notice its faults.
 
+Shared by the model's evaluation (``models.evaluation``) and the feedback harvest (``data.feedback``), so it
+lives in ``data``, which both may import, and loads nothing heavy (the word lists are read on first use).
+
 - ``invented_word_rate``: share of lower-case words that are no English word. Capitalised words are left out
   (names, honorific-bearing names, the start of a sentence); a word counts as English if it, or its stem
   after a regular inflection (-s, -es, -ies, -ed, -ied, -ing, -er, -est, -ly, a doubled consonant, a
@@ -10,6 +13,9 @@
   tense (an -ed ending or a common irregular past form). A heuristic, not a parser: it reads the tense a
   reader notices.
 - ``imperative``: a choice starts with a verb, not a pronoun, an article, an -ing or -ed form.
+- ``repeated_ngram_rate``: share of a text's word n-grams that repeat an earlier one (looping text).
+- ``run_together_words``: words no dictionary could hold, run together in CamelCase or past any English
+  word's length ("AnImatakeHellOakLawn…", which ``invented_words`` does not see: it reads lower-case words).
 """
 
 from __future__ import annotations
@@ -130,3 +136,24 @@ def imperative(choice: str) -> bool:
 
 def choice_words(choices: Sequence[str]) -> list[int]:
     return [len(choice.split()) for choice in choices]
+
+
+def ngrams(words: Sequence[str], n: int) -> list[tuple[str, ...]]:
+    return [tuple(words[i:i + n]) for i in range(len(words) - n + 1)]
+
+
+def repeated_ngram_rate(text: str, n: int = 4) -> float:
+    grams = ngrams(text.split(), n)
+    return (len(grams) - len(set(grams))) / len(grams) if grams else 0.0
+
+
+# Longer than English words run (the bundled stories' longest is 16 letters; "counterrevolutionaries" 22).
+RUN_TOGETHER_LETTERS = 24
+# Upper-case letters inside a word after a lower-case one: "McAllister" has one, "HellOakLawnShatter" three.
+_HUMP = re.compile(r"(?<=[a-z])[A-Z]")
+
+
+def run_together_words(text: str) -> list[str]:
+    """Words that are several run together: over ``RUN_TOGETHER_LETTERS`` letters, or with three or more
+    capitals inside them."""
+    return [w for w in _WORD.findall(text) if len(w) > RUN_TOGETHER_LETTERS or len(_HUMP.findall(w)) >= 3]
