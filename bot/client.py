@@ -19,7 +19,7 @@ import discord
 from discord import app_commands
 from discord.ext import commands
 
-from bot.render import NUMBERS, draft_embed, scene_embed, timestamp
+from bot.render import NUMBERS, draft_embed, error_text, scene_embed, timestamp
 from engine.background import Background
 from engine.errors import CyoaError, DeliveryError
 from engine.game import Game
@@ -234,7 +234,7 @@ class CyoaBot(commands.Bot):
         id the user can quote."""
         original = error.original if isinstance(error, app_commands.CommandInvokeError) else error
         if isinstance(original, (CyoaError, app_commands.AppCommandError)):
-            text = f"⚠️ {original}"
+            text = error_text(original)
         else:
             error_id = uuid.uuid4().hex[:8]
             command = interaction.command.qualified_name if interaction.command else "?"

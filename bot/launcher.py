@@ -1,9 +1,9 @@
-"""``cyoa bot``: the one place that builds the bot's parts (the game store, the storyteller behind a batching
-queue, the engine) and injects them."""
+"""The bot's assembly: the bot over given parts (a writer or writers, a store, premises) and its run. The
+parts are built from the settings by the wiring root, ``cyoa.wiring``, which ``cyoa bot`` runs; this package
+imports nothing of ``cyoa``."""
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 
@@ -59,47 +59,3 @@ async def close_writers(writers: Writers) -> None:
     for writer in writers.all():
         if isinstance(writer, BatchingWriter):
             await writer.close()
-
-
-def main() -> None:
-    """Run the bot until it is stopped (Ctrl-C); the launcher of the command line calls this."""
-    from cyoa.play import bundled_premises
-    from cyoa.settings import Settings
-    from data.store import SQLiteGameStore
-    from models.pretrained import set_cache_dir
-    from models.reload import ChampionWatcher
-    from models.writer import ModelWriter  # torch and MLflow take seconds to import: only when running
-
-    settings = Settings()
-    set_cache_dir(settings.bases)
-    if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
-        raise ConfigError(NO_TOKEN)
-    token = settings.discord_token.get_secret_value().strip()
-
-    decoding = settings.decoding()
-
-    def wrap(writer: SceneWriter) -> SceneWriter:
-        return BatchingWriter(writer, max_batch=settings.decoder_slots, deadline_seconds=settings.write_deadline)
-
-    async def load(version: str) -> SceneWriter:
-        return wrap(await ModelWriter.load(settings.tracking, f"models:/{version}", decoding))
-
-    async def session() -> None:
-        async with SQLiteGameStore(settings.games_db) as store:
-            champion = wrap(await ModelWriter.load(settings.tracking, settings.model_uri("champion"), decoding))
-            writers = Writers(champion, loader=load, challenger_share=settings.challenger_share)
-            watcher = ChampionWatcher(writers, settings.tracking, settings.model_name, settings.reload_seconds,
-                                      wrap=wrap, decoding=decoding)
-            await watcher.check()  # the challenger, if games are to be shared with it
-            log.info("storyteller %s in service (challenger: %s, %.0f%% of new games)", writers.champion,
-                     writers.challenger or "none", 100 * settings.challenger_share)
-            premises = await asyncio.to_thread(bundled_premises)
-            bot = build_bot(writers, store, premises, settings.blocked_words, watcher=watcher)
-            watcher.in_use = lambda: running_versions(bot)
-            try:
-                await run_bot(token, bot)
-            finally:
-                await close_writers(writers)
-
-    asyncio.run(session())
-

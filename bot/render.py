@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import discord
 
+from engine.errors import GameRuleError, Hint
 from engine.game import Game, Shown
 from engine.genres import GENRES
 from engine.votes import tally
@@ -17,6 +18,12 @@ NUMBERS = ("1\N{VARIATION SELECTOR-16}\N{COMBINING ENCLOSING KEYCAP}",
 MARKS = {"\N{WHITE MEDIUM STAR}": "star", "\N{THUMBS UP SIGN}": "up", "\N{THUMBS DOWN SIGN}": "down"}
 """Rating reactions: ⭐ (5 stars), 👍 and 👎."""
 
+HINTS = {Hint.START: "start one with /adventure start",
+         Hint.END: "finish it, or end it with /adventure end",
+         Hint.CHANNELS: "/config view lists where they are",
+         Hint.MODERATOR: "a moderator is a member with Manage Server"}
+"""How a refusal's hint reads on Discord: the engine names no commands, the bot names its own."""
+
 GENRE_NAMES = {genre.id: genre.name for genre in GENRES}
 EMBED_TEXT = 4000  # Discord allows 4096 characters in an embed description
 COLOURS = {"good": discord.Colour.green(), "bad": discord.Colour.red(), "neutral": discord.Colour.light_grey()}
@@ -24,6 +31,12 @@ COLOURS = {"good": discord.Colour.green(), "bad": discord.Colour.red(), "neutral
 
 def genre_name(genre: str) -> str:
     return GENRE_NAMES.get(genre, genre.replace("_", " ").title())
+
+
+def error_text(error: BaseException) -> str:
+    """An expected error as a Discord user reads it: the engine's message, then the hint in slash commands."""
+    hint = HINTS.get(error.hint) if isinstance(error, GameRuleError) and error.hint is not None else None
+    return f"⚠️ {error}; {hint}" if hint else f"⚠️ {error}"
 
 
 def timestamp(shown: Shown) -> str:

@@ -55,9 +55,21 @@ app.command()(report_cli.report)
 @app.command("bot")
 def bot_command() -> None:
     """Run the Discord bot (DISCORD_TOKEN from the environment or .env) until stopped with Ctrl-C."""
-    from bot.launcher import main as run_bot  # discord.py, torch and MLflow load only when the bot runs
+    from cyoa.wiring import bot_main  # discord.py, torch and MLflow load only when the bot runs
 
-    run_bot()
+    bot_main()
+
+
+@app.command("web")
+def web_command(
+    host: Annotated[str, typer.Option(help="Address to listen on. The default serves this machine only; "
+                                      "0.0.0.0 serves every network it is on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Serve the game in the browser and its JSON API (http://HOST:PORT, the API schema at /docs) until stopped."""
+    from web.launcher import main as run_web  # uvicorn, torch and MLflow load only when the server runs
+
+    run_web(host, port)
 
 
 def _version(value: bool) -> None:

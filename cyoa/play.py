@@ -1,10 +1,12 @@
-"""``cyoa play``: the terminal frontend. It parses what the player types, calls the engine and shows the
-result; the rules are the engine's, the storage is the game store's."""
+"""``cyoa play``: the terminal frontend, a one-player room on the shared session layer (``engine.tables``).
+It parses what the player types, calls ``Tables`` and shows what it is given through ``TerminalPresenter``;
+the rules (saving, ratings, checks) are the engine's, the storage is the game store's."""
 
 from __future__ import annotations
 
 import asyncio
 import re
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Annotated
@@ -12,34 +14,41 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.live import Live
+from rich.markup import escape
 from rich.panel import Panel
 from rich.table import Table
 
 from cyoa.settings import Settings
-from data import STORIES_DIR
+from cyoa.wiring import Wiring
+from cyoa.wiring import bundled_premises as bundled_premises  # re-exported: web.launcher and benches use it
 from data.store import GameSummary, SQLiteGameStore
-from data.validation import load_stories
-from engine.checks import CheckRules
-from engine.errors import CyoaError
-from engine.game import Game, GameStatus, Rating
-from engine.genres import GENRE_IDS, GENRES
+from engine.errors import CyoaError, GameRuleError, Hint
+from engine.game import Game
+from engine.genres import GENRES
 from engine.ports import SceneWriter
-from engine.queue import BatchingWriter
-from engine.turns import EngineRules, Premise, StoryEngine
+from engine.tables import Tables
 from engine.writers import Writers
 
-PLACE = "terminal"
+PREFIX = "terminal"  # places are terminal:local:<slot>, one slot a game: a one-player room each
+SERVER = "local"
+PLAYER = "you"
+LEGACY_PLACE = "terminal"  # where every terminal game was saved before the terminal ran on Tables
 HELP = ("[bold]1-4[/] choose · [bold]r[/] retry · [bold]u[/] undo · [bold]*1-*5[/] (or [bold]4 stars[/]) rate "
         "this scene · [bold]n[/] new game · [bold]q[/] quit")
+HINTS = {Hint.START: "`n` starts a new game", Hint.END: "`q` quits; `cyoa play --new` starts another"}
+"""How a refusal's hint reads in the terminal (the engine names no frontend's commands)."""
 RATING = re.compile(r"[*s](\d)|(\d) ?stars?")
 
 console = Console()
 
 
-def bundled_premises(folder: Path = STORIES_DIR) -> list[Premise]:
-    """The premises (and lore) of the valid bundled stories, to draw new games from."""
-    stories, _ = load_stories(folder)
-    return [Premise(story.genre, story.premise, story.lore) for story in stories]
+def is_terminal(place: str) -> bool:
+    return place == LEGACY_PLACE or place.startswith(f"{PREFIX}:")
+
+
+def error_text(error: CyoaError) -> str:
+    hint = HINTS.get(error.hint) if isinstance(error, GameRuleError) and error.hint is not None else None
+    return f"[red]{error}[/]" + (f" ({hint})" if hint else "")
 
 
 def show(game: Game) -> None:
@@ -54,26 +63,52 @@ def show(game: Game) -> None:
     console.print(Panel(body, title=title, subtitle="repaired scene" if scene.repaired else None))
 
 
-class Draft:
-    """A scene being written on demand, shown as it grows in a panel that vanishes when the checked scene is
-    shown in its place (or taken back, when an attempt fails its checks and starts again)."""
+class TerminalPresenter:
+    """``engine.ports.Presenter`` on the terminal. A scene being written on demand grows in a panel that
+    vanishes when the checked scene is shown in its place (or is taken back, when an attempt fails its checks
+    and starts again)."""
 
-    def __init__(self, title: str) -> None:
+    def __init__(self) -> None:
+        self.title = "the storyteller is writing…"
+        self._live: Live | None = None
+
+    def expect(self, title: str) -> None:
+        """The title of the next draft (what is being written: the opening, a retry...)."""
         self.title = title
-        self.live = Live(self._panel(""), console=console, transient=True, refresh_per_second=15)
 
     def _panel(self, text: str) -> Panel:
         return Panel(text or "[dim]…[/]", title=f"[dim]{self.title}[/]")
 
-    def __call__(self, text: str) -> None:
-        self.live.update(self._panel(text))
+    def _stop(self) -> None:
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
 
-    def __enter__(self) -> Draft:
-        self.live.start()
-        return self
+    async def show(self, game: Game) -> str | None:
+        self._stop()
+        show(game)
+        return str(len(game.path))  # the scene's handle: ratings name it
 
-    def __exit__(self, *_: object) -> None:
-        self.live.stop()
+    async def read_votes(self, game: Game) -> dict[str, set[int]] | None:
+        return None  # the one player's vote is decided at once; nothing stands to be read back
+
+    def draft(self, place: str, text: str | None) -> None:
+        if text is None:
+            self._stop()
+            return
+        if self._live is None:
+            self._live = Live(self._panel(""), console=console, transient=True, refresh_per_second=15)
+            self._live.start()
+        self._live.update(self._panel(text))
+
+    async def vote_extended(self, game: Game) -> None:
+        console.print("[dim]the vote was extended[/]")
+
+    async def failed(self, game: Game, reason: str) -> None:
+        console.print(f"[red]{escape(reason)}[/]; choose again")
+
+    async def notice(self, game: Game, text: str) -> None:
+        console.print(f"[yellow]{escape(text)}[/]")
 
 
 async def ask(prompt: str) -> str | None:
@@ -84,81 +119,98 @@ async def ask(prompt: str) -> str | None:
         return None
 
 
-async def pick_game(store: SQLiteGameStore, engine: StoryEngine, genre: str | None, premise: str | None,
+class Room:
+    """The terminal's one-player room: one game at a time, on the shared session layer (``Tables``)."""
+
+    def __init__(self, tables: Tables, presenter: TerminalPresenter) -> None:
+        self.tables = tables
+        self.presenter = presenter
+        self.game: Game | None = None
+
+    async def start(self, genre: str | None, premise: str | None) -> Game:
+        self.presenter.expect("the storyteller is writing the opening…")
+        game = await self.tables.start(SERVER, uuid.uuid4().hex[:12], PLAYER, genre, premise)
+        self._leave(game)  # only once the new game is there: a start that fails leaves the old one playing
+        self.game = game
+        return game
+
+    async def resume(self, game: Game) -> Game:
+        if game.place == LEGACY_PLACE:  # migrated: a slot of its own, saved there when it is shown
+            game.place = self.tables.place(SERVER, game.id)
+        taken = await self.tables.take(game)
+        self._leave(taken)
+        self.game = taken
+        return taken
+
+    def _leave(self, new: Game) -> None:
+        """Let go of the game played so far for ``new``."""
+        if self.game is not None and self.game.place != new.place:
+            self.tables.leave(self.game.place)  # saved already: every change is saved before it is shown
+
+    async def apply(self, answer: str) -> None:
+        """One command from the player."""
+        game = self.game
+        assert game is not None
+        lowered = answer.lower()
+        # The terminal's player owns the room: they steer any game they play, as a moderator would.
+        if lowered in {"r", "retry"}:
+            self.presenter.expect("writing this scene again…")
+            await self.tables.retry(game.place, PLAYER, manager=True)
+        elif lowered in {"u", "undo"}:
+            await self.tables.undo(game.place, PLAYER, manager=True)
+        elif (rating := RATING.fullmatch(lowered)) is not None:
+            stars = int(rating.group(1) or rating.group(2))  # Tables refuses what is not 1 to 5
+            message = game.current.message
+            if message is None or not await self.tables.rate(game.place, PLAYER, message, "star", stars=stars):
+                raise CyoaError("this scene is not shown yet")
+            console.print(f"rated scene {len(game.path)}: {'★' * stars}")
+        elif answer.isdigit():
+            self.presenter.expect("the storyteller is writing…")
+            await self.tables.decide(game.place, PLAYER, int(answer) - 1)
+        else:
+            raise CyoaError(f"{answer!r}? {HELP}")
+
+
+async def pick_game(store: SQLiteGameStore, room: Room, genre: str | None, premise: str | None,
                     new: bool) -> Game:
     if not new and genre is None and premise is None:
-        waiting = [g for g in await store.unfinished() if g.place == PLACE]
+        waiting = [g for g in await store.unfinished() if is_terminal(g.place)]
         if waiting:
             game = waiting[-1]
             console.print(f"resuming game [bold]{game.id}[/] ({game.genre}); `cyoa play --new` starts another")
-            return game
+            return await room.resume(game)
     if genre is None and premise is None:
-        console.print("genres: " + ", ".join(g.id for g in GENRES if any(p.genre == g.id for p in engine.premises)))
+        premises = room.tables.engine.premises
+        console.print("genres: " + ", ".join(g.id for g in GENRES if any(p.genre == g.id for p in premises)))
         answer = await ask("genre (Enter for any): ")
         genre = answer or None
-        if genre is not None and genre not in GENRE_IDS:
-            raise CyoaError(f"unknown genre {genre!r}")
+        await room.tables.check_start(SERVER, "-", genre)  # an unknown genre is refused before the premise
         premise = await ask("premise, one sentence (Enter for one of the bundled stories'): ") or None
-    with Draft("the storyteller is writing the opening…") as draft:
-        return await engine.start(PLACE, genre, premise, ["you"], progress=draft)
+    return await room.start(genre, premise)
 
 
-async def persist(engine: StoryEngine, store: SQLiteGameStore, game: Game) -> None:
-    """Save the game and add what the output checks counted (one model version's parse failures...)."""
-    await store.save(game)
-    await store.add_output_counts(engine.stats.drain())
-
-
-async def play_loop(engine: StoryEngine, store: SQLiteGameStore, game: Game,
-                    new_game: Callable[[], Awaitable[Game]]) -> None:
-    await persist(engine, store, game)
+async def play_loop(room: Room, new_game: Callable[[], Awaitable[Game]]) -> None:
     while True:
-        show(game)
-        if game.status == GameStatus.WAITING:
-            engine.start_pregeneration(game)
+        game = room.game
+        assert game is not None
         console.print(HELP)
         answer = await ask("> ")
         if answer is None or answer.lower() in {"q", "quit"}:
-            await persist(engine, store, game)
             console.print(f"saved; `cyoa play --game {game.id}` (or just `cyoa play`) continues it")
             return
         try:
             if answer.lower() in {"n", "new"}:
-                await persist(engine, store, game)
-                game = await new_game()
+                await new_game()
             else:
-                await apply(engine, game, answer)
+                await room.apply(answer)
         except CyoaError as exc:
-            console.print(f"[red]{exc}[/]")
-        await persist(engine, store, game)
-
-
-async def apply(engine: StoryEngine, game: Game, answer: str) -> None:
-    """One command from the player."""
-    lowered = answer.lower()
-    if lowered in {"r", "retry"}:
-        with Draft("writing this scene again…") as draft:
-            await engine.retry(game, draft)
-    elif lowered in {"u", "undo"}:
-        await engine.undo(game)
-    elif (rating := RATING.fullmatch(lowered)) is not None:
-        stars = int(rating.group(1) or rating.group(2))
-        if not 1 <= stars <= 5:
-            raise CyoaError("a rating is *1 to *5")
-        game.ratings.append(Rating(player="you", scene=len(game.path) - 1, stars=stars,
-                                   model_version=game.current.scene.model_version))
-        console.print(f"rated scene {len(game.path)}: {'★' * stars}")
-    elif answer.isdigit():
-        with Draft("the storyteller is writing…") as draft:
-            await engine.choose(game, int(answer) - 1, draft)
-    else:
-        raise CyoaError(f"{answer!r}? {HELP}")
+            console.print(error_text(exc))
 
 
 def list_games(store_path: Path) -> None:
     async def fetch() -> list[GameSummary]:
         async with SQLiteGameStore(store_path) as store:
-            return await store.list_games(PLACE)
+            return [g for g in await store.list_games() if is_terminal(g.place)]
 
     table = Table("game", "genre", "status", "scenes", "model", "updated", "premise", title="saved games")
     for g in asyncio.run(fetch()):
@@ -175,8 +227,7 @@ def play(
     listing: Annotated[bool, typer.Option("--list", help="Show saved games and exit.")] = False,
 ) -> None:
     """Play in the terminal: read each scene, choose by number, retry, undo, rate; games are saved."""
-    from models.reload import ChampionWatcher
-    from models.writer import ModelWriter  # imported here: torch and MLflow take seconds to import
+    from models.reload import ChampionWatcher  # imported here: torch and MLflow take seconds to import
 
     settings = Settings()
     store_path = settings.games_db
@@ -184,48 +235,46 @@ def play(
         list_games(store_path)
         return
 
-    decoding = settings.decoding()
-
-    def wrap(writer: SceneWriter) -> SceneWriter:
-        # A scene's branches are separate requests, most voted first: the queue batches them into one call.
-        return BatchingWriter(writer, max_batch=settings.decoder_slots, deadline_seconds=settings.write_deadline)
+    wiring = Wiring(settings)
 
     async def load(version: str) -> SceneWriter:
         with console.status(f"loading the storyteller ({version})…"):
-            return wrap(await ModelWriter.load(settings.tracking, f"models:/{version}", decoding))
+            return await wiring.load_version(version)
 
     async def session() -> None:
+        presenter = TerminalPresenter()
         async with SQLiteGameStore(store_path) as store:
             chosen = await store.load(game) if game else None
             uri = model or settings.model_uri("champion")
             with console.status(f"loading the storyteller ({uri})…"):
-                writer = wrap(await ModelWriter.load(settings.tracking, uri, decoding))
+                writer = await wiring.load(uri)
             # A resumed game keeps the version that began it (loaded on demand); new games get the champion,
             # which the watcher follows while you play (unless --model fixed the model).
             writers = Writers(writer, loader=load)
             # The game on screen: its version stays loaded; the watcher unloads older champions nobody plays.
             playing: list[Game] = [chosen] if chosen is not None else []
             watcher = None if model else ChampionWatcher(writers, settings.tracking, settings.model_name,
-                                                         settings.reload_seconds, wrap=wrap,
-                                                         follow_challenger=False, decoding=decoding,
+                                                         settings.reload_seconds, wrap=wiring.wrap,
+                                                         follow_challenger=False, decoding=wiring.decoding,
                                                          in_use=lambda: {g.model_version for g in playing})
-            rules = EngineRules(checks=CheckRules(block_list=settings.blocked_words))
-            # Reading and validating 64 story files is file I/O: off the event loop.
-            engine = StoryEngine(writers, rules, premises=await asyncio.to_thread(bundled_premises))
+            engine = await wiring.engine(writers)
+            tables = Tables(engine, store, presenter, prefix=PREFIX, solo=True)
+            room = Room(tables, presenter)
 
             async def new_game() -> Game:
                 if watcher is not None:
                     await watcher.check()  # the newest champion writes the new game
-                playing[:] = [await pick_game(store, engine, None, None, True)]
+                playing[:] = [await pick_game(store, room, None, None, True)]
                 return playing[0]
 
             polling = asyncio.get_running_loop().create_task(watcher.run()) if watcher is not None else None
             try:
-                current = chosen or await pick_game(store, engine, genre, premise, new)
+                current = await room.resume(chosen) if chosen else await pick_game(store, room, genre, premise, new)
                 playing[:] = [current]
-                await play_loop(engine, store, current, new_game)
+                await play_loop(room, new_game)
             finally:
                 if polling is not None:
                     polling.cancel()
+                await tables.close()
 
     asyncio.run(session())

@@ -200,11 +200,12 @@ class SQLiteGameStore:
             if kept is None:
                 return  # started by a player forgotten since: deleted then, and never written again
             game = kept
+            # The place is updated too: a game can move (an old terminal game gets a place of its own).
             await self._run(
                 "INSERT INTO games (id, place, genre, premise, model_version, status, scenes, state_version, state,"
                 " created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
-                " status = excluded.status, scenes = excluded.scenes, state = excluded.state,"
-                " updated_at = excluded.updated_at",
+                " place = excluded.place, status = excluded.status, scenes = excluded.scenes,"
+                " state = excluded.state, updated_at = excluded.updated_at",
                 (game.id, game.place, game.genre, game.premise, game.model_version, str(game.status), len(game.path),
                  game.state_version, game.to_json(), game.created_at.isoformat(), stamp),
             )

@@ -14,7 +14,8 @@
     ├── MalformedOutputError  a model output does not parse as a scene (carries the reason and the text)
     ├── RejectedOutputError   a model output parsed but failed a check (length, near-copy, blocked word)
     ├── BlockedTextError      text a player typed contains a blocked word
-    ├── GameRuleError         a move the rules do not allow now (no such choice, the story has ended...)
+    ├── GameRuleError         a move the rules do not allow now (no such choice, the story has ended...);
+    │                         its ``hint`` (``Hint``) is rendered by each frontend in its own words
     │   └── CooldownError     the same move again too soon (says how long to wait)
     ├── StorytellerBusyError  the model's queue is full: try again in a moment
     ├── StorytellerFailedError  the model raised, or answered nothing usable, for this request
@@ -29,6 +30,7 @@ need to catch ``CyoaError`` to tell expected failures from bugs.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from enum import StrEnum
 
 
 class CyoaError(Exception):
@@ -103,8 +105,23 @@ class BlockedTextError(CyoaError):
     """Text a player typed contains a blocked word."""
 
 
+class Hint(StrEnum):
+    """What a player can do about a refused move. The engine names no frontend's commands: each frontend
+    renders a hint its own way (the bot as a slash command, the terminal as a key)."""
+
+    START = "start"  # start a game here
+    END = "end"  # end the game running here
+    CHANNELS = "channels"  # see where games may be played
+    MODERATOR = "moderator"  # who counts as a moderator here
+
+
 class GameRuleError(CyoaError):
-    """A move the rules do not allow right now (shown to the player as it is)."""
+    """A move the rules do not allow right now (shown to the player as it is, plus the frontend's rendering
+    of ``hint``, if any)."""
+
+    def __init__(self, message: str, hint: Hint | None = None) -> None:
+        self.hint = hint
+        super().__init__(message)
 
 
 class StateError(CyoaError):

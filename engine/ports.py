@@ -116,7 +116,8 @@ class TableStore(GameStore, ServerStore, Protocol):
 
 
 class Presenter(Protocol):
-    """Shows a table's game to its players (the Discord bot posts embeds). Called by ``engine.tables``."""
+    """Shows a table's game to its players (the Discord bot posts embeds; the terminal prints panels). Called
+    by ``engine.tables``."""
 
     async def show(self, game: Game) -> str | None:
         """Show the game's current scene (with its open vote, if any); return a handle to where it is shown

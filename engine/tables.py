@@ -1,10 +1,11 @@
 """Tables: multi-player games, one per place (a channel of a server), with votes closed by timers.
 
-A frontend (the Discord bot) turns what players do into calls here and renders what it gets back through a
-``Presenter``. The rules of who may do what, when a vote closes, and what is saved when, live here, so the
-bot's cogs stay thin. Every change to a game is saved before anyone is told about it, and a restart
-(``resume``) reschedules each open vote from its stored deadline and reconciles the votes with what the
-frontend still sees (the reactions on the scene's message).
+Every frontend (the Discord bot; the terminal, a one-player room) turns what players do into calls here and
+renders what it gets back through a ``Presenter``; the messages here name no frontend's commands (a refusal's
+``hint`` is rendered by each frontend its own way). The rules of who may do what, when a vote closes, and
+what is saved when, live here, so the frontends stay thin. Every change to a game is saved before anyone is
+told about it, and a restart (``resume``) reschedules each open vote from its stored deadline and reconciles
+the votes with what the frontend still sees (the reactions on the scene's message).
 
 No fault freezes a game. A model that fails or hangs at a vote close reopens the vote and says so; a scene
 that cannot be shown (the frontend answers an error) is shown again later, and a game whose place stays
@@ -26,7 +27,7 @@ from typing import Any
 from engine.background import Background
 from engine.checks import check_player_text
 from engine.cooldowns import Cooldowns
-from engine.errors import CyoaError, DeliveryError, GameRuleError
+from engine.errors import CyoaError, DeliveryError, GameRuleError, Hint
 from engine.game import Game, GameStatus, Rating, now
 from engine.genres import GENRE_IDS
 from engine.ports import Presenter, TableStore
@@ -60,8 +61,12 @@ def _seed(game: Game) -> int:
 
 class Tables:
     def __init__(self, engine: StoryEngine, store: TableStore, presenter: Presenter,
-                 clock: Callable[[], datetime] = now, prefix: str = "discord") -> None:
+                 clock: Callable[[], datetime] = now, prefix: str = "discord", solo: bool = False) -> None:
+        """``solo``: a one-player frontend (the terminal). Its votes wait for the player's ``decide`` (no timer
+        closes them), and it has no cooldowns: they share a model fairly among many players, and here there is
+        one, who may retry and undo as fast as they like."""
         self.engine = engine
+        self.solo = solo
         self.store = store
         self.presenter = presenter
         self.clock = clock
@@ -122,7 +127,7 @@ class Tables:
     def running(self, place: str) -> Game:
         game = self.games.get(place)
         if game is None or game.ended:
-            raise GameRuleError("no adventure is running in this channel; start one with /adventure start")
+            raise GameRuleError("no adventure is running here", Hint.START)
         return game
 
     def running_in(self, server: str) -> list[Game]:
@@ -143,17 +148,17 @@ class Tables:
         the refusal reaches only the player who asked)."""
         settings = await self.settings(server)
         if player is not None:
-            self.cooldowns.check("start", player, settings.start_cooldown, self.clock(), "you can start an adventure")
+            self._check_cooldown("start", player, settings.start_cooldown, "you can start an adventure")
         if genre is not None and genre not in GENRE_IDS:
             raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
         if premise is not None:
             check_player_text(premise, self.engine.rules.checks.with_words(settings.block_words))
         if settings.allowed_channels and channel not in settings.allowed_channels:
-            raise GameRuleError("adventures are not played in this channel here; /config view lists where they are")
+            raise GameRuleError("adventures are not played here", Hint.CHANNELS)
         place = self.place(server, channel)
         current = self.games.get(place)
         if (current is not None and not current.ended) or place in self._starting:
-            raise GameRuleError("an adventure is already running in this channel; finish it or /adventure end it")
+            raise GameRuleError("an adventure is already running here", Hint.END)
         starting = sum(1 for p in self._starting if self.server_of(p) == server)
         if len(self.running_in(server)) + starting >= settings.max_games:
             raise GameRuleError(f"this server already has {settings.max_games} adventures running, its most; "
@@ -179,19 +184,31 @@ class Tables:
             await self._present(game)
         return game
 
+    @staticmethod
+    def _at_written_ending(game: Game) -> bool:
+        return game.ended and bool(game.path) and game.current.scene.is_ending
+
+    def _check_cooldown(self, kind: str, key: str, seconds: float, what: str) -> None:
+        if not self.solo:
+            self.cooldowns.check(kind, key, seconds, self.clock(), what)
+
     async def check_steer(self, place: str, player: str, manager: bool, what: str) -> Game:
         """``steerable``, and the channel's cooldown on retries and undos (a frontend checks this first)."""
         game = self.steerable(place, player, manager, what)
         settings = await self._settings_of(game)
-        self.cooldowns.check("steer", game.id, settings.steer_cooldown, self.clock(), f"this adventure can {what}")
+        self._check_cooldown("steer", game.id, settings.steer_cooldown, f"this adventure can {what}")
         return game
 
     def steerable(self, place: str, player: str, manager: bool, what: str) -> Game:
-        """The running game of ``place``, if ``player`` may ``what`` (end, retry, undo) it."""
-        game = self.running(place)
+        """The running game of ``place``, if ``player`` may ``what`` (end, retry, undo) it. A story that reached
+        its written ending may still be retried or undone (another ending, or back to the choice before it);
+        one that the players ended may not."""
+        game = self.games.get(place)
+        if game is None or (game.ended and not (what != "end" and self._at_written_ending(game))):
+            raise GameRuleError("no adventure is running here", Hint.START)
         if player != game.owner and not manager:
-            raise GameRuleError(f"only the player who started this adventure, or a member with Manage Server, "
-                                f"may {what} it")
+            raise GameRuleError(f"only the player who started this adventure, or a moderator, may {what} it",
+                                Hint.MODERATOR)
         if what == "undo" and len(game.path) < 2:
             raise GameRuleError("there is no earlier scene to go back to")
         return game
@@ -210,7 +227,7 @@ class Tables:
         game = await self.check_steer(place, player, manager, what)
         self.cooldowns.mark("steer", game.id, self.clock())
         async with self._lock(game):
-            if game.ended:
+            if game.ended and not self._at_written_ending(game):
                 raise GameRuleError("this adventure has ended")
             self._cancel_timer(game)
             try:
@@ -278,6 +295,21 @@ class Tables:
                 await self._save(game)
         return True
 
+    async def decide(self, place: str, player: str, choice: int) -> Game:
+        """The player's choice, taken now: their vote is cast and the vote closed at once. Only where the game
+        has that one player, whose vote is then everyone's (a one-player room: the terminal); in a game with
+        others the vote closes when they have all voted, or at its deadline."""
+        game = self.running(place)
+        async with self._lock(game):
+            if game.players != [player]:
+                raise GameRuleError("this adventure has other players: the vote closes when they have voted")
+            if game.status != GameStatus.WAITING or game.current.vote_deadline is None:
+                raise GameRuleError("the next scene is still being written")
+            cast(game, player, choice, self.clock())
+            self._cancel_timer(game)
+            await self._close(game)
+        return game
+
     async def unvote(self, place: str, player: str, choice: int, message: str) -> bool:
         """A reaction was removed: the player's vote is withdrawn if it was that choice."""
         game = self.games.get(place)
@@ -341,8 +373,8 @@ class Tables:
 
     def _schedule(self, game: Game) -> None:
         self._cancel_timer(game)
-        if self._closed:
-            return
+        if self._closed or self.solo:
+            return  # a solo vote waits for its player's ``decide``
         deadline = game.current.vote_deadline if game.path and not game.ended else None
         if deadline is not None:
             self._timers[game.id] = self._spawn(self._close_at(game, deadline))
@@ -351,7 +383,8 @@ class Tables:
         """The running games nothing will move on: no vote timer, no scene being written and no scene waiting
         to be shown again. Empty unless there is a bug; the fault-injection suite checks it after each fault."""
         return [game.id for game in self.games.values()
-                if not game.ended and game.id not in self._showing_later and game.id not in self._writing
+                if not game.ended and not self.solo  # a solo game waits for its player, not for a timer
+                and game.id not in self._showing_later and game.id not in self._writing
                 and not (game.id in self._timers and not self._timers[game.id].done())]
 
     def _cancel_timer(self, game: Game) -> None:
@@ -360,11 +393,15 @@ class Tables:
             timer.cancel()
 
     # --- ratings and feedback -----------------------------------------------------------------
-    async def rate(self, place: str, player: str, message: str, mark: str, on: bool = True) -> bool:
-        """A rating reaction on one of the game's scene messages: ``star`` is 5 stars, ``up``/``down`` a thumb.
-        A player has one star and one thumb per scene (the latest counts); ``on=False`` takes one back."""
+    async def rate(self, place: str, player: str, message: str, mark: str, on: bool = True,
+                   stars: int = 5) -> bool:
+        """A rating on one of the game's scene messages: ``star`` is ``stars`` stars (a reaction's ⭐ is 5; the
+        terminal gives 1 to 5), ``up``/``down`` a thumb. A player has one star rating and one thumb per scene
+        (the latest counts); ``on=False`` takes one back."""
         if mark not in Marks:
             raise GameRuleError(f"unknown rating {mark!r}")
+        if not 1 <= stars <= 5:
+            raise GameRuleError("a rating is 1 to 5 stars")
         game = self.games.get(place)
         scene = self.scene_of(game, message) if game is not None else None
         if game is None or scene is None:
@@ -381,7 +418,7 @@ class Tables:
             if on:
                 version = game.path[scene].scene.model_version
                 kept.append(Rating(player=player, scene=scene, model_version=version, at=self.clock(),
-                                   stars=5 if mark == "star" else None, thumb=None if mark == "star" else mark))
+                                   stars=stars if mark == "star" else None, thumb=None if mark == "star" else mark))
             elif len(kept) == len(game.ratings):
                 return False
             game.ratings = kept
@@ -392,7 +429,7 @@ class Tables:
         """A player's written feedback on the current (or last) scene of the channel's game."""
         game = self.games.get(place)
         if game is None or not game.path:
-            raise GameRuleError("there is no scene in this channel to give feedback on")
+            raise GameRuleError("there is no scene here to give feedback on")
         comment = check_player_text(text, self.engine.checks_for(game))
         if not comment:
             raise GameRuleError("the feedback is empty")
@@ -403,9 +440,8 @@ class Tables:
         if len(comments) >= FEEDBACK_SCENE_TOTAL:
             raise GameRuleError(f"this scene has {FEEDBACK_SCENE_TOTAL} comments already, the most it takes")
         at = self.clock()
-        self.cooldowns.check("feedback", player, FEEDBACK_COOLDOWN, at, "you can leave feedback")
-        self.cooldowns.check("feedback-place", place, FEEDBACK_CHANNEL_COOLDOWN, at,
-                             "this channel takes feedback")
+        self._check_cooldown("feedback", player, FEEDBACK_COOLDOWN, "you can leave feedback")
+        self._check_cooldown("feedback-place", place, FEEDBACK_CHANNEL_COOLDOWN, "this adventure takes feedback")
         self.cooldowns.mark("feedback", player, at)
         self.cooldowns.mark("feedback-place", place, at)
         # No game lock: a comment changes nothing a vote close reads, and the player must not wait for a
@@ -555,6 +591,27 @@ class Tables:
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         return self._background.spawn(work)
+
+    async def take(self, game: Game) -> Game:
+        """Take in one saved game and show its current scene again, with its vote open: for a frontend that
+        resumes the game its player picks (the terminal), not every game at a restart (``resume``)."""
+        current = self.games.get(game.place)
+        if current is not None and current is not game and not current.ended:
+            raise GameRuleError("an adventure is already running here", Hint.END)
+        self.games[game.place] = game
+        async with self._lock(game):
+            if not game.ended:
+                game.status = GameStatus.WAITING  # a scene being written when it stopped is written again
+            game.current.message = None  # whatever showed it before is gone
+            await self._present(game)
+        return game
+
+    def leave(self, place: str) -> None:
+        """Let go of the game of ``place`` (it is saved): a frontend that shows one game at a time leaves it
+        for another, and it no longer counts among the games running; ``take`` brings it back."""
+        game = self.games.pop(place, None)
+        if game is not None:
+            self._cancel_timer(game)
 
     async def resume(self) -> list[Game]:
         """After a restart: take back every unfinished game of this frontend, show what was never shown,

@@ -16,6 +16,7 @@ from discord import app_commands
 from discord.ext import commands
 
 from bot.cogs.adventure import Interaction
+from bot.render import error_text
 from engine.errors import CyoaError
 from engine.privacy import Forgotten, started_by
 from engine.tables import Tables
@@ -75,7 +76,7 @@ class ForgetView(discord.ui.View):
     async def on_error(self, interaction: Interaction, error: Exception, item: discord.ui.Item[Any]) -> None:
         """Expected errors go to the player; the rest are logged with an id they can quote (as the tree's)."""
         if isinstance(error, CyoaError):
-            text = f"⚠️ {error}"
+            text = error_text(error)
         else:
             error_id = uuid.uuid4().hex[:8]
             log.error("error %s in /privacy forget", error_id, exc_info=error)

@@ -55,7 +55,7 @@ async def test_allowed_channels(server: Server) -> None:
     result = await server.mod.slash(server.channel, "config channel", action="allow", channel=server.channel)
     assert f"<#{server.channel.id}>" in next(f.value for f in result.response.embeds[0].fields if f.name == "Channels")
     result = await server.alice.slash(other, "adventure start")
-    server.refused(result, "not played in this channel")
+    server.refused(result, "not played here; /config view lists where they are")
     result = await server.alice.slash(server.channel, "adventure start")
     assert "started a" in result.response.content
     await server.mod.slash(server.channel, "config channel", action="allow-all")

@@ -38,11 +38,19 @@ def test_a_scripted_session_its_resume_and_a_new_champion(few_stories: Path,
     db = sqlite3.connect(few_stories.parent / "cyoa-home" / "cyoa.db")
     counts = dict(db.execute("SELECT counter, count FROM output_counts WHERE model_version = 'cyoa-storyteller/1'"))
     assert counts["outputs"] >= 5  # every answer the engine checked was counted for its model version
+    # The bot's rating rule (engine.tables): one star rating per player and scene, the latest counts.
+    assert db.execute("SELECT stars FROM ratings WHERE game_id = ? AND stars IS NOT NULL", (game_id,)).fetchall() \
+        == [(2,)]
+    # A game saved before the terminal ran on Tables (all in one place, "terminal") still resumes, migrated.
+    assert db.execute("SELECT place FROM games WHERE id = ?", (game_id,)).fetchone()[0].startswith("terminal:local:")
+    with db:
+        db.execute("UPDATE games SET place = 'terminal', state = json_set(state, '$.place', 'terminal')")
 
     resumed = runner.invoke(app, ["play"], input="q\n")
     assert resumed.exit_code == 0
     assert f"resuming game {game_id}" in resumed.stdout
     assert re.findall(r"mecha · scene (\d+)", resumed.stdout)[0] == "3"
+    assert db.execute("SELECT place FROM games WHERE id = ?", (game_id,)).fetchone()[0] == f"terminal:local:{game_id}"
 
 
     # A new game in a running session gets the champion of the moment, and the old game keeps its version.

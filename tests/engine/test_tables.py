@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from engine.errors import GameRuleError, StorytellerBusyError
+from engine.errors import GameRuleError, Hint, StorytellerBusyError
 from engine.fakes import FakeWriter, MemoryStore, RecordingPresenter
 from engine.game import Game
 from engine.ports import WriteRequest, WrittenScene
@@ -71,6 +71,33 @@ def test_two_starts_at_once_in_one_channel_make_one_game() -> None:
     assert sum(isinstance(r, GameRuleError) for r in results) == 1
 
 
+def test_refusals_name_no_frontend_command_but_carry_a_hint() -> None:
+    """The engine says what is wrong; each frontend renders the hint (a slash command, a key) its own way."""
+
+    async def scenario() -> list[GameRuleError]:
+        tables = Tables(StoryEngine(FakeWriter()), MemoryStore(), Recorder(), clock=Clock())
+        refusals = []
+        attempts: list[Callable[[], Awaitable[Game]]] = [
+            lambda: tables.retry(tables.place("s", "c"), "ana"),
+            lambda: tables.start("s", "c", "ben", premise="A knight wakes."),
+            lambda: tables.end(tables.place("s", "c"), "ben"),
+            lambda: tables.start("s", "elsewhere", "ben", premise="A knight wakes.")]
+        for attempt in attempts:
+            with pytest.raises(GameRuleError) as refused:
+                await attempt()
+            refusals.append(refused.value)
+            if not tables.games:
+                await tables.start("s", "c", "ana", premise="A knight wakes.")
+                await tables.configure("s", allowed_channels=["c"])
+        await tables.close()
+        return refusals
+
+    refusals = asyncio.run(scenario())
+    assert [r.hint for r in refusals] == [Hint.START, Hint.END, Hint.MODERATOR, Hint.CHANNELS]
+    for refusal in refusals:
+        assert "/" not in str(refusal) and "Manage Server" not in str(refusal) and "channel" not in str(refusal)
+
+
 def test_settings_survive_in_the_store_and_bad_values_are_refused() -> None:
     async def scenario() -> tuple[int, dict[str, object]]:
         store = MemoryStore()
@@ -111,3 +138,97 @@ def test_each_branch_is_saved_as_soon_as_it_is_written() -> None:
     assert sorted(game.current.branches) == [0]  # the first written, the second hangs, the third waits
     assert sorted(stored.current.branches) == [0]
     assert stored.current.branches[0].narration == game.current.branches[0].narration
+
+
+def test_the_only_player_decides_at_once_and_a_solo_room_has_no_timers_or_cooldowns() -> None:
+    async def scenario() -> tuple[Game, list[int], bool, str, tuple[int | None, list[str]]]:
+        shown = Recorder()
+        tables = Tables(StoryEngine(FakeWriter()), MemoryStore(), shown, clock=Clock(), prefix="terminal", solo=True)
+        game = await tables.start("local", "slot", "you", "fantasy", "A knight wakes.")
+        no_timer = game.id not in tables._timers and tables.frozen() == []  # waiting for its player is not stuck
+        await tables.decide(game.place, "you", 1)
+        decided = game.path[0].chosen, [v.player for v in game.path[0].votes]  # a recorded vote, then taken
+        await tables.retry(game.place, "you", manager=True)  # at once: no cooldown in a one-player room
+        await tables.undo(game.place, "you", manager=True)
+        with pytest.raises(GameRuleError, match="choice 9 does not exist"):
+            await tables.decide(game.place, "you", 8)
+        with pytest.raises(GameRuleError, match="other players"):
+            await tables.decide(game.place, "ben", 0)  # not the game's one player: no early close for them
+        await tables.close()
+        return game, shown.shown, no_timer, tables.place("local", "slot"), decided
+
+    game, shown, no_timer, place, decided = asyncio.run(scenario())
+    assert no_timer and game.place == place == "terminal:local:slot"
+    assert shown == [1, 2, 2, 1]  # the opening, the choice, its retry, the undo
+    assert decided == (1, ["you"])
+
+
+def test_decide_does_not_close_a_vote_that_other_players_share() -> None:
+    async def scenario() -> Game:
+        tables = Tables(StoryEngine(FakeWriter()), MemoryStore(), Recorder(), clock=Clock())
+        game = await tables.start("s", "c", "ana", "fantasy", "A knight wakes.")
+        await tables.vote(game.place, "ben", 0, "message-1")
+        with pytest.raises(GameRuleError, match="other players"):
+            await tables.decide(game.place, "ana", 1)
+        await tables.close()
+        return game
+
+    game = asyncio.run(scenario())
+    assert len(game.path) == 1 and game.current.vote_deadline is not None  # still open, ben's vote standing
+    assert [(v.player, v.choice) for v in game.current.votes] == [("ben", 0)]
+
+
+def test_a_player_has_one_star_rating_per_scene_whatever_its_stars() -> None:
+    async def scenario() -> Game:
+        tables = Tables(StoryEngine(FakeWriter()), MemoryStore(), Recorder(), clock=Clock())
+        game = await tables.start("s", "c", "ana", "fantasy", "A knight wakes.")
+        for stars in (4, 2):
+            assert await tables.rate(game.place, "ana", "message-1", "star", stars=stars)
+        assert await tables.rate(game.place, "ana", "message-1", "up")
+        with pytest.raises(GameRuleError, match="1 to 5"):
+            await tables.rate(game.place, "ana", "message-1", "star", stars=6)
+        await tables.close()
+        return game
+
+    game = asyncio.run(scenario())
+    assert [(r.stars, r.thumb) for r in game.ratings] == [(2, None), (None, "up")]  # the latest star counts
+
+
+def test_take_shows_a_saved_game_again_and_leave_lets_it_go() -> None:
+    async def scenario() -> tuple[Game, Game, list[int], bool]:
+        store, shown = MemoryStore(), Recorder()
+        first = Tables(StoryEngine(FakeWriter()), store, Recorder(), clock=Clock(), prefix="terminal", solo=True)
+        game = await first.start("local", "a", "you", "fantasy", "A knight wakes.")
+        await first.decide(game.place, "you", 0)
+        await first.close()
+        again = Tables(StoryEngine(FakeWriter()), store, shown, clock=Clock(), prefix="terminal", solo=True)
+        taken = await again.take(await store.load(game.id))
+        await again.decide(taken.place, "you", 0)  # its vote is open again, for its player
+        again.leave(taken.place)
+        left = again.game_at(taken.place) is None
+        await again.close()
+        return taken, await store.load(game.id), shown.shown, left
+
+    taken, saved, shown, left = asyncio.run(scenario())
+    assert shown == [2, 3] and len(taken.path) == 3 and left
+    assert len(saved.path) == 3  # every step saved before it was shown
+
+
+def test_a_written_ending_may_be_undone_but_a_game_the_players_ended_may_not() -> None:
+    async def scenario() -> tuple[Game, bool]:
+        tables = Tables(StoryEngine(FakeWriter()), MemoryStore(), Recorder(), clock=Clock(), prefix="terminal",
+                        solo=True)
+        game = await tables.start("local", "slot", "you", "fantasy", "A knight wakes.")
+        while not game.ended:
+            await tables.decide(game.place, "you", 0)
+        at_ending = game.current.scene.is_ending
+        await tables.undo(game.place, "you", manager=True)  # back to the choice before the ending
+        assert not game.ended and game.current.vote_deadline is not None
+        await tables.end(game.place, "you", manager=True)
+        with pytest.raises(GameRuleError, match="no adventure is running here"):
+            await tables.undo(game.place, "you", manager=True)
+        await tables.close()
+        return game, at_ending
+
+    game, at_ending = asyncio.run(scenario())
+    assert at_ending and game.ended
