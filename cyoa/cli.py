@@ -67,9 +67,9 @@ def web_command(
     port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
 ) -> None:
     """Serve the game in the browser and its JSON API (http://HOST:PORT, the API schema at /docs) until stopped."""
-    from web.launcher import main as run_web  # uvicorn, torch and MLflow load only when the server runs
+    from cyoa.wiring import web_main  # uvicorn, torch and MLflow load only when the server runs
 
-    run_web(host, port)
+    web_main(host, port)
 
 
 def _version(value: bool) -> None:

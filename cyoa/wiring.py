@@ -88,3 +88,30 @@ def bot_main() -> None:
                 await close_writers(writers)
 
     asyncio.run(session())
+
+
+def web_main(host: str, port: int) -> None:
+    """``cyoa web``: serve the browser frontend until stopped, over the same parts as the bot."""
+    from bot.launcher import close_writers
+    from data.store import SQLiteGameStore
+    from engine.tables import Tables
+    from models.pretrained import set_cache_dir
+    from web.launcher import PREFIX, serve
+    from web.presenter import WebPresenter
+
+    settings = Settings()
+    set_cache_dir(settings.bases)
+    wiring = Wiring(settings)
+
+    async def session() -> None:
+        async with SQLiteGameStore(settings.games_db) as store:
+            champion = await wiring.load(settings.model_uri("champion"))
+            log.info("storyteller %s in service", champion.model_version)
+            writers = Writers(champion, loader=wiring.load_version)  # a resumed game's version loads on demand
+            tables = Tables(await wiring.engine(writers), store, WebPresenter(), prefix=PREFIX)
+            try:
+                await serve(tables, host, port)
+            finally:
+                await close_writers(writers)
+
+    asyncio.run(session())

@@ -4,7 +4,6 @@ at shutdown (Ctrl-C or SIGTERM: uvicorn stops serving, then Tables closes)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import signal
@@ -14,7 +13,6 @@ import uvicorn
 
 from engine.checks import CheckRules
 from engine.ports import SceneWriter, TableStore
-from engine.queue import BatchingWriter
 from engine.tables import Tables
 from engine.turns import EngineRules, Premise, StoryEngine
 from engine.writers import Writers
@@ -66,29 +64,3 @@ async def serve(tables: Tables, host: str, port: int) -> None:
     finally:
         await tables.close()  # every game is saved as it changes; this stops their timers and writing
         log.info("stopped; every game is saved")
-
-
-def main(host: str, port: int) -> None:
-    """Serve the web frontend until stopped; the command line calls this."""
-    from cyoa.play import bundled_premises
-    from cyoa.settings import Settings
-    from data.store import SQLiteGameStore
-    from models.pretrained import set_cache_dir
-    from models.writer import ModelWriter  # torch and MLflow take seconds to import: only when running
-
-    settings = Settings()
-    set_cache_dir(settings.bases)
-
-    async def session() -> None:
-        async with SQLiteGameStore(settings.games_db) as store:
-            model = await ModelWriter.load(settings.tracking, settings.model_uri("champion"), settings.decoding())
-            champion = BatchingWriter(model, max_batch=settings.decoder_slots,
-                                      deadline_seconds=settings.write_deadline)
-            log.info("storyteller %s in service", champion.model_version)
-            premises = await asyncio.to_thread(bundled_premises)
-            try:
-                await serve(build_tables(Writers(champion), store, premises, settings.blocked_words), host, port)
-            finally:
-                await champion.close()
-
-    asyncio.run(session())

@@ -16,17 +16,17 @@ import pytest
 import uvicorn
 from typer.testing import CliRunner
 
+from cyoa import wiring
 from cyoa.cli import app as cli
 from data.store import SQLiteGameStore
 from engine.fakes import FakeWriter
 from engine.queue import BatchingWriter
-from web import launcher
 from web.launcher import build_tables, serve
 
 
 def test_cyoa_web_binds_this_machine_only_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[tuple[str, int]] = []
-    monkeypatch.setattr(launcher, "main", lambda host, port: calls.append((host, port)))
+    monkeypatch.setattr(wiring, "web_main", lambda host, port: calls.append((host, port)))
     assert CliRunner().invoke(cli, ["web"]).exit_code == 0
     assert CliRunner().invoke(cli, ["web", "--host", "0.0.0.0", "--port", "8080"]).exit_code == 0
     assert calls == [("127.0.0.1", 8000), ("0.0.0.0", 8080)]
