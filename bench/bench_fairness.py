@@ -145,7 +145,7 @@ def measure(seconds: float = 20.0, games: int = 4, flood_games: int = 40, speed:
         alone = asyncio.run(run(Load(games, flood_games, seconds, speed), False, Path(folder)))
         flooded = asyncio.run(run(Load(games, flood_games, seconds, speed), True, Path(folder)))
     # A floor of one modelled batch of one: below it the two figures are both "at once" and their ratio noise.
-    floor = (Load().base + Load().per_scene) / 10
+    floor = Load().base + Load().per_scene  # modelled seconds, as the latencies are
     return {"alone_p95": p95(alone.latencies), "flooded_p95": p95(flooded.latencies),
             "alone_scenes": len(alone.latencies), "flooded_scenes": len(flooded.latencies),
             "flood_refused": flooded.refused,
