@@ -53,6 +53,7 @@ bench: setup
 	$(PY) bench/bench_capacity.py --games 60 --window 60 --rounds 3
 	$(PY) bench/bench_fairness.py --seconds 30
 	$(PY) bench/bench_bot.py --games 200 --voters 10 --rounds 1
+	$(PY) bench/bench_web.py --games 10 --players 5 --seconds 240
 
 # What set-up and the tools wrote in the checkout. Your games, ratings and models ($CYOA_HOME) stay.
 clean:

@@ -47,15 +47,3 @@ async def run_bot(token: str, bot: CyoaBot) -> None:
                           "put the new one in .env") from exc
     except discord.PrivilegedIntentsRequired as exc:  # we ask for none; a portal setting cannot need one
         raise ConfigError(f"Discord refused the intents: {exc}") from exc
-
-
-def running_versions(bot: CyoaBot) -> set[str]:
-    """The model versions of the games in progress: the watcher keeps them loaded and unloads the others (one
-    a game needs again is loaded on demand)."""
-    return {game.model_version for game in bot.tables.games.values() if not game.ended}
-
-
-async def close_writers(writers: Writers) -> None:
-    for writer in writers.all():
-        if isinstance(writer, BatchingWriter):
-            await writer.close()

@@ -72,6 +72,23 @@ def web_command(
     web_main(host, port)
 
 
+@app.command("serve")
+def serve_command(
+    bot: Annotated[bool, typer.Option("--bot/--no-bot", help="Run the Discord bot (DISCORD_TOKEN).")] = True,
+    web: Annotated[bool, typer.Option("--web/--no-web", help="Serve the browser game and its API.")] = True,
+    host: Annotated[str, typer.Option(help="Address to listen on (the web, /health and /metrics). The default "
+                                      "serves this machine only.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(min=1, max=65535, help="Port to listen on.")] = 8000,
+) -> None:
+    """Run the service: the Discord bot and the web game over one engine and one model, with /health and
+    /metrics (Prometheus), until SIGTERM or Ctrl-C; every game is saved and resumes at the next start."""
+    if not bot and not web:
+        raise typer.BadParameter("nothing to run: --no-bot and --no-web together leave no frontend")
+    from cyoa.wiring import serve_main
+
+    serve_main(bot, web, host, port)
+
+
 def _version(value: bool) -> None:
     if value:
         out.print(f"cyoa {__version__}")

@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     write_deadline: float = Field(default=180.0, ge=5, le=3600,
                                   description="seconds one batched model call may take before it is given up "
                                   "(a hung generation); the games in it reopen their votes")
+    web_vote_seconds: int = Field(default=60, ge=10, le=3600,
+                                  description="seconds a web game's vote stays open (web rooms have no /config)")
     discord_token: SecretStr | None = Field(default=None, validation_alias="DISCORD_TOKEN",
                                             description="the bot's token from the Discord developer portal")
 

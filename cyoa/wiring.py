@@ -7,16 +7,21 @@ from __future__ import annotations
 import asyncio
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cyoa.settings import Settings
 from data import STORIES_DIR
 from data.validation import load_stories
 from engine.checks import CheckRules
 from engine.errors import ConfigError
-from engine.ports import SceneWriter
+from engine.ports import SceneWriter, TableStore
 from engine.queue import BatchingWriter
 from engine.turns import EngineRules, Premise, StoryEngine
 from engine.writers import Writers
+
+if TYPE_CHECKING:
+    from bot.client import CyoaBot
+    from engine.tables import Tables
 
 log = logging.getLogger(__name__)
 
@@ -56,19 +61,40 @@ class Wiring:
         return StoryEngine(writers, rules, premises=await asyncio.to_thread(bundled_premises))
 
 
-def bot_main() -> None:
-    """``cyoa bot``: run the Discord bot until it is stopped (Ctrl-C)."""
+def discord_frontend(engine: StoryEngine, store: TableStore) -> CyoaBot:
     from bot.client import CyoaBot
-    from bot.launcher import NO_TOKEN, close_writers, run_bot, running_versions
+
+    return CyoaBot(engine, store)
+
+
+def web_frontend(engine: StoryEngine, store: TableStore, vote_seconds: int) -> Tables:
+    from engine.servers import ServerSettings
+    from engine.tables import Tables
+    from web.launcher import PREFIX
+    from web.presenter import WebPresenter
+
+    return Tables(engine, store, WebPresenter(), prefix=PREFIX, defaults=ServerSettings(vote_window=vote_seconds))
+
+
+def serve_main(bot: bool, web: bool, host: str, port: int | None) -> None:
+    """``cyoa serve`` (the bot and the web together), ``cyoa bot`` and ``cyoa web``: build the parts once (one
+    store, one champion behind one queue, one engine, the champion watcher) and run the frontends asked for
+    until SIGTERM or Ctrl-C. ``port``: where the web listens, or with no web ``/health`` and ``/metrics``;
+    None: no HTTP at all."""
+    from cyoa.service import Parts, run_service
     from data.store import SQLiteGameStore
     from models.pretrained import set_cache_dir
     from models.reload import ChampionWatcher
 
     settings = Settings()
     set_cache_dir(settings.bases)
-    if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
-        raise ConfigError(NO_TOKEN)
-    token = settings.discord_token.get_secret_value().strip()
+    token = ""
+    if bot:
+        from bot.launcher import NO_TOKEN
+
+        if settings.discord_token is None or not settings.discord_token.get_secret_value().strip():
+            raise ConfigError(NO_TOKEN)
+        token = settings.discord_token.get_secret_value().strip()
     wiring = Wiring(settings)
 
     async def session() -> None:
@@ -80,38 +106,20 @@ def bot_main() -> None:
             await watcher.check()  # the challenger, if games are to be shared with it
             log.info("storyteller %s in service (challenger: %s, %.0f%% of new games)", writers.champion,
                      writers.challenger or "none", 100 * settings.challenger_share)
-            bot = CyoaBot(await wiring.engine(writers), store, watcher=watcher)
-            watcher.in_use = lambda: running_versions(bot)
-            try:
-                await run_bot(token, bot)
-            finally:
-                await close_writers(writers)
+            engine = await wiring.engine(writers)  # one engine: the bot's and the web's games share the model
+            frontends = Parts(writers, token=token, watcher=watcher, host=host, port=port,
+                              bot=discord_frontend(engine, store) if bot else None,
+                              web=web_frontend(engine, store, settings.web_vote_seconds) if web else None)
+            await run_service(frontends)
 
     asyncio.run(session())
+
+
+def bot_main() -> None:
+    """``cyoa bot``: the Discord bot alone."""
+    serve_main(bot=True, web=False, host="127.0.0.1", port=None)
 
 
 def web_main(host: str, port: int) -> None:
-    """``cyoa web``: serve the browser frontend until stopped, over the same parts as the bot."""
-    from bot.launcher import close_writers
-    from data.store import SQLiteGameStore
-    from engine.tables import Tables
-    from models.pretrained import set_cache_dir
-    from web.launcher import PREFIX, serve
-    from web.presenter import WebPresenter
-
-    settings = Settings()
-    set_cache_dir(settings.bases)
-    wiring = Wiring(settings)
-
-    async def session() -> None:
-        async with SQLiteGameStore(settings.games_db) as store:
-            champion = await wiring.load(settings.model_uri("champion"))
-            log.info("storyteller %s in service", champion.model_version)
-            writers = Writers(champion, loader=wiring.load_version)  # a resumed game's version loads on demand
-            tables = Tables(await wiring.engine(writers), store, WebPresenter(), prefix=PREFIX)
-            try:
-                await serve(tables, host, port)
-            finally:
-                await close_writers(writers)
-
-    asyncio.run(session())
+    """``cyoa web``: the browser frontend alone."""
+    serve_main(bot=False, web=True, host=host, port=port)

@@ -81,6 +81,26 @@ def blocked_words(text: str, block_list: Iterable[str]) -> list[str]:
             re.search(rf"(?<!\w){re.escape(normalised(word.strip()))}(?!\w)", plain)]
 
 
+# Words a choice (an action a player picks) cannot end on: it was cut off ("Let Kanpei-kun take the"). Only
+# words that never close an English imperative: "on", "up", "in", "around" do ("Press on", "Look around").
+DANGLING_WORDS = frozenset("""
+a an the and or but nor to of for with from into onto toward towards at than your their its my our his
+""".split())  # noqa: SIM905
+_DANGLING_TAIL = re.compile(r"[,:;\-\u2013\u2014(\[\u201c]$")
+
+
+def dangling(choice: str) -> bool:
+    """True if ``choice`` stops mid-phrase: on an article, a preposition that needs its object, a conjunction
+    or a possessive, or on a comma, colon, dash or inside a quotation."""
+    text = choice.strip()
+    if not text:
+        return True
+    if _DANGLING_TAIL.search(text) or text.count('"') % 2:  # an unclosed quote: the words stopped inside it
+        return True
+    last = re.sub(r"[^\w'\u2019-]+$", "", text.split()[-1]).casefold()
+    return last in DANGLING_WORDS
+
+
 def check_player_text(text: str, rules: CheckRules) -> str:
     """A player's text (a premise, feedback) as it may be stored and shown: invisible characters removed;
     refused with a reason if it holds a blocked word, a story marker or a mention."""
@@ -110,6 +130,8 @@ def check_output(text: str, earlier: Sequence[str], rules: CheckRules, must_end:
         if not rules.min_choice_words <= count <= rules.max_choice_words:
             raise RejectedOutputError(f"choice length: {choice!r} has {count} word(s), needs "
                                       f"{rules.min_choice_words}-{rules.max_choice_words}")
+        if dangling(choice):
+            raise RejectedOutputError(f"choice cut off: {choice!r} stops mid-phrase")
         if len(choice) > rules.max_choice_chars:
             raise RejectedOutputError(f"choice length: {choice[:40]!r}… has {len(choice)} characters, at most "
                                       f"{rules.max_choice_chars}")

@@ -29,11 +29,13 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from engine.errors import CyoaError, StorytellerBusyError, StorytellerFailedError, StorytellerTimeoutError
+from engine.measures import Durations
 from engine.ports import WAITING, SceneWriter, WriteRequest, WrittenScene
 
 log = logging.getLogger(__name__)
@@ -86,6 +88,8 @@ class BatchingWriter:
         self.batches: list[int] = []  # sizes of the calls made, for tests and benchmarks
         self.shed = 0  # queued branches given up to make room for more urgent requests
         self.faults = 0  # model calls that raised or passed their deadline
+        self.call_seconds = Durations()  # each model call, for the service's metrics
+        self.written = 0  # scenes answered
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
 
@@ -155,6 +159,7 @@ class BatchingWriter:
 
     async def _call(self, batch: list[_Pending]) -> list[WrittenScene]:
         """One model call with its deadline; the answers, one per request, or the error (converted)."""
+        started = time.monotonic()
         try:
             async with asyncio.timeout(self.deadline_seconds):
                 answers = await self.writer.write([item.request for item in batch])
@@ -172,6 +177,8 @@ class BatchingWriter:
         if len(answers) != len(batch):
             self.faults += 1
             raise StorytellerFailedError(f"the storyteller answered {len(answers)} of {len(batch)} requests")
+        self.call_seconds.observe(time.monotonic() - started)
+        self.written += len(answers)
         return answers
 
     async def _serve(self, batch: list[_Pending]) -> None:

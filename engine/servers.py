@@ -47,9 +47,10 @@ class ServerSettings(BaseModel):
         return {name: value for name, value in self.model_dump(mode="json").items() if value != defaults[name]}
 
     @classmethod
-    def from_stored(cls, values: dict[str, Any]) -> ServerSettings:
-        """Stored overrides over the defaults; a value that no longer validates falls back to its default."""
-        settings = cls()
+    def from_stored(cls, values: dict[str, Any], base: ServerSettings | None = None) -> ServerSettings:
+        """Stored overrides over the defaults (``base``: a frontend's own, e.g. the web's vote window); a value
+        that no longer validates falls back to its default."""
+        settings = base or cls()
         for name, value in values.items():
             if name in cls.model_fields:
                 try:

@@ -61,10 +61,12 @@ def _seed(game: Game) -> int:
 
 class Tables:
     def __init__(self, engine: StoryEngine, store: TableStore, presenter: Presenter,
-                 clock: Callable[[], datetime] = now, prefix: str = "discord", solo: bool = False) -> None:
+                 clock: Callable[[], datetime] = now, prefix: str = "discord", solo: bool = False,
+                 defaults: ServerSettings | None = None) -> None:
         """``solo``: a one-player frontend (the terminal). Its votes wait for the player's ``decide`` (no timer
         closes them), and it has no cooldowns: they share a model fairly among many players, and here there is
-        one, who may retry and undo as fast as they like."""
+        one, who may retry and undo as fast as they like. ``defaults``: the settings of a place that changed
+        none (the web's rooms have no settings command: the operator sets their vote window)."""
         self.engine = engine
         self.solo = solo
         self.store = store
@@ -73,6 +75,7 @@ class Tables:
         self.prefix = prefix
         self.games: dict[str, Game] = {}  # the latest game of each place (an ended one stays, for ratings)
         self._settings: dict[str, ServerSettings] = {}
+        self.defaults = defaults or ServerSettings()
         self._locks: dict[str, asyncio.Lock] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
         self._background = Background("a background step of a game")
@@ -86,6 +89,7 @@ class Tables:
         self._unsaved: dict[str, int] = {}  # by game id: tries at saving a scene before showing it
         self.cooldowns = Cooldowns()
         self.faults = 0  # saves and deliveries that failed (each tried again), for tests and the log
+        self.votes_cast = 0  # votes taken (a changed vote counts again), for the service's metrics
 
     # --- places and settings ------------------------------------------------------------------
     def place(self, server: str, channel: str) -> str:
@@ -98,7 +102,7 @@ class Tables:
     async def settings(self, server: str) -> ServerSettings:
         cached = self._settings.get(server)
         if cached is None:
-            cached = ServerSettings.from_stored(await self.store.server_settings(server))
+            cached = ServerSettings.from_stored(await self.store.server_settings(server), self.defaults)
             self._settings[server] = cached
         return cached
 
@@ -113,12 +117,12 @@ class Tables:
 
     async def reset(self, server: str) -> ServerSettings:
         await self.store.save_server_settings(server, {})
-        self._settings[server] = ServerSettings()
+        self._settings[server] = self.defaults
         return self._settings[server]
 
     async def _settings_of(self, game: Game) -> ServerSettings:
         server = self.server_of(game.place)
-        return await self.settings(server) if server is not None else ServerSettings()
+        return await self.settings(server) if server is not None else self.defaults
 
     # --- lookups ------------------------------------------------------------------------------
     def game_at(self, place: str) -> Game | None:
@@ -285,6 +289,7 @@ class Tables:
                     or not 0 <= choice < len(shown.scene.choices) or game.status != GameStatus.WAITING):
                 return False
             cast(game, player, choice, self.clock())
+            self.votes_cast += 1
             if player not in game.players:
                 game.players.append(player)
             settings = await self._settings_of(game)
@@ -306,6 +311,7 @@ class Tables:
             if game.status != GameStatus.WAITING or game.current.vote_deadline is None:
                 raise GameRuleError("the next scene is still being written")
             cast(game, player, choice, self.clock())
+            self.votes_cast += 1
             self._cancel_timer(game)
             await self._close(game)
         return game
@@ -406,23 +412,25 @@ class Tables:
         scene = self.scene_of(game, message) if game is not None else None
         if game is None or scene is None:
             return False
-        async with self._lock(game):
-            kept = []
-            for rating in game.ratings:
-                same = rating.player == player and rating.scene == scene
-                if same and mark == "star" and rating.stars is not None:
-                    continue
-                if same and mark != "star" and rating.thumb is not None and (on or rating.thumb == mark):
-                    continue
-                kept.append(rating)
-            if on:
-                version = game.path[scene].scene.model_version
-                kept.append(Rating(player=player, scene=scene, model_version=version, at=self.clock(),
-                                   stars=stars if mark == "star" else None, thumb=None if mark == "star" else mark))
-            elif len(kept) == len(game.ratings):
-                return False
-            game.ratings = kept
-            await self._save(game)
+        # No game lock, as for feedback: a rating changes nothing a vote close reads, the change below has no
+        # await in it (one step of the event loop), and a player must not wait for a scene being written
+        # (the web's load bench measured 10-15 s for a rating that waited on the lock).
+        kept = []
+        for rating in game.ratings:
+            same = rating.player == player and rating.scene == scene
+            if same and mark == "star" and rating.stars is not None:
+                continue
+            if same and mark != "star" and rating.thumb is not None and (on or rating.thumb == mark):
+                continue
+            kept.append(rating)
+        if on:
+            version = game.path[scene].scene.model_version
+            kept.append(Rating(player=player, scene=scene, model_version=version, at=self.clock(),
+                               stars=stars if mark == "star" else None, thumb=None if mark == "star" else mark))
+        elif len(kept) == len(game.ratings):
+            return False
+        game.ratings = kept
+        await self._save(game)
         return True
 
     async def feedback(self, place: str, player: str, text: str) -> Game:

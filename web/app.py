@@ -13,9 +13,9 @@ import html
 import logging
 import re
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar, cast
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -37,6 +37,9 @@ from engine.votes import tally
 from web.guard import Guard
 from web.limits import RateLimits
 from web.presenter import WebPresenter
+from web.service import Service, add_service_routes
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +48,10 @@ _ROOM = re.compile(r"^[A-Za-z0-9_-]{8,32}$")
 KEEPALIVE_SECONDS = 15.0  # a comment line on a quiet event stream, so proxies do not close it
 MAX_WATCHERS = 100  # event streams open on one game
 NICKNAMES = 100_000  # nicknames kept in memory at most (the oldest go first)
+# An API call answers within this, whatever the model is doing: a start, a retry or the vote that closes a vote
+# waits this long for its scene, then answers with the game as it is ("writing"); the scene reaches every open
+# page by its event stream. Keeps every call within the 2 s a player will wait for a click to answer.
+RESPOND_WITHIN_SECONDS = 1.5
 
 
 class NewGame(BaseModel):
@@ -124,17 +131,49 @@ def not_found_page(where: str) -> HTMLResponse:
     return HTMLResponse(page, status_code=404)
 
 
-def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int = 50) -> FastAPI:
+def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int = 50,
+               service: Service | None = None, respond_within: float = RESPOND_WITHIN_SECONDS) -> FastAPI:
     """The app over ``tables`` (whose presenter is a ``WebPresenter``): the wiring root builds the engine, the
     store and Tables, and resumes and closes them around the server. ``max_games``: web games running at once,
-    the most (each one holds the model for its scenes)."""
+    the most (each one holds the model for its scenes). ``service``: the running parts ``/health`` and
+    ``/metrics`` report on (none: those routes are not served)."""
     presenter = tables.presenter
     if not isinstance(presenter, WebPresenter):
         raise TypeError("the web app needs Tables built with a WebPresenter")
     app = FastAPI(title="cyoa", summary="Play choose-your-own-adventure stories together in the browser.",
                   version="1")
     app.add_middleware(Guard, limits=limits or RateLimits())
+    if service is not None:
+        add_service_routes(app, service)
     nicknames: dict[str, str] = {}
+    starting: dict[str, asyncio.Task[Game]] = {}  # rooms whose opening is being written (or failed, unread)
+    late: set[asyncio.Task[Any]] = set()  # work that outlived its request, kept until it ends
+
+    async def settle(work: Awaitable[T]) -> tuple[bool, T | None]:
+        """(True, result) if ``work`` ends within ``respond_within`` (its error is raised); else (False, None)
+        and it goes on in the background, where a failure is logged (Tables tells the players)."""
+        task = asyncio.ensure_future(work)
+        done, _ = await asyncio.wait({task}, timeout=respond_within)
+        if task in done:
+            return True, task.result()
+        late.add(task)
+        task.add_done_callback(finished_late)
+        return False, None
+
+    def finished_late(task: asyncio.Task[Any]) -> None:
+        late.discard(task)
+        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), CyoaError):
+            log.error("a request's work failed after its answer", exc_info=task.exception())
+
+    def started(room: str, task: asyncio.Task[Game]) -> None:
+        """A start that answered "writing" ended: a failure is kept for the room's next read and told to the
+        pages already watching it."""
+        if task.cancelled() or task.exception() is None:
+            starting.pop(room, None)
+            return
+        exc = task.exception()
+        reason = str(exc) if isinstance(exc, CyoaError) else "the adventure could not start"
+        presenter.publish(place(room), "failed", {"reason": reason})
 
     def player(request: Request) -> str:
         found: str = request.scope["state"]["player"]  # set by the Guard from the session cookie
@@ -142,6 +181,11 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
 
     def place(room: str) -> str:
         return tables.place(room, room)
+
+    def is_starting(room: str) -> bool:
+        """The room's opening is being written, and not yet shown (its game comes in when it is shown)."""
+        game = tables.game_at(place(room)) if room in starting else None
+        return room in starting and not starting[room].done() and (game is None or not game.path)
 
     def game_in(room: str) -> Game:
         game = tables.game_at(place(room)) if _ROOM.match(room) else None
@@ -186,36 +230,54 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
         return [{"id": g.id, "name": g.name, "blurb": g.blurb} for g in GENRES]
 
     @app.post("/api/games", status_code=201)
-    async def start(body: NewGame, request: Request) -> dict[str, Any]:
+    async def start(body: NewGame, request: Request) -> JSONResponse:
         """Start a game in a new room; the caller is its starter (who may retry, undo and end it)."""
-        if sum(not g.ended for g in tables.games.values()) >= max_games:
+        if sum(not g.ended for g in tables.games.values()) + len(starting) >= max_games:
             raise StorytellerBusyError(f"{max_games} games are running here, the most; try again later")
         room = secrets.token_urlsafe(9)
-        await tables.start(room, room, player(request), body.genre or None, body.premise or None)
-        return view(room, request)
+        task = asyncio.ensure_future(tables.start(room, room, player(request), body.genre or None,
+                                                  body.premise or None))
+        starting[room] = task
+        task.add_done_callback(lambda done: started(room, done))
+        done, _ = await settle(task)  # a refused genre or premise is refused at once, with its reason
+        if done:
+            return JSONResponse(view(room, request), status_code=201)
+        return JSONResponse({"room": room, "writing": True}, status_code=202)
 
     @app.get("/api/games/{room}")
     async def read(room: str, request: Request) -> dict[str, Any]:
+        """The game as this player sees it; ``{"room", "writing": true}`` while its opening is being written."""
+        if is_starting(room):
+            return {"room": room, "writing": True}
+        failed = starting.pop(room, None)
+        if failed is not None and failed.done() and not failed.cancelled() and failed.exception() is not None:
+            raise cast(BaseException, failed.exception())  # told once; the room is then simply not there
         return view(room, request)
 
     @app.get("/api/games/{room}/history")
     async def history(room: str) -> list[dict[str, Any]]:
+        if is_starting(room):
+            return []
         game = game_in(room)
         return [scene_view(game, i) for i in range(len(game.path))]
 
     @app.post("/api/games/{room}/vote")
     async def vote(room: str, body: VoteBody, request: Request) -> dict[str, Any]:
         game = game_in(room)
-        if not await tables.vote(game.place, player(request), body.choice, game.current.message or ""):
+        done, taken = await settle(tables.vote(game.place, player(request), body.choice, game.current.message or ""))
+        if done and not taken:
             raise GameRuleError("that is not a choice of an open vote")
-        publish_votes(room)
+        publish_votes(room)  # not done: the vote was taken and closed the vote; the next scene is being written
         return view(room, request)
 
     @app.delete("/api/games/{room}/vote")
     async def unvote(room: str, request: Request) -> dict[str, Any]:
         game, who = game_in(room), player(request)
         mine = next((v.choice for v in game.current.votes if v.player == who), None)
-        if mine is not None and await tables.unvote(game.place, who, mine, game.current.message or ""):
+        # Waiting on a vote that is closing: the answer comes at once, and the withdrawal is moot (it closed).
+        done, withdrawn = (await settle(tables.unvote(game.place, who, mine, game.current.message or ""))
+                           if mine is not None else (True, False))
+        if done and withdrawn:
             publish_votes(room)
         return view(room, request)
 
@@ -236,7 +298,7 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
     async def steer(room: str, request: Request, what: Literal["retry", "undo", "end"]) -> dict[str, Any]:
         game, who = game_in(room), player(request)
         try:
-            await getattr(tables, what)(game.place, who)
+            await settle(getattr(tables, what)(game.place, who))  # a retry answers "writing" if it takes long
         except GameRuleError as exc:
             if game.owner != who and not game.ended and not isinstance(exc, CooldownError):
                 raise HTTPException(403, str(exc)) from exc  # Tables refused a player who did not start it
@@ -274,7 +336,7 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
     @app.get("/api/games/{room}/events", response_class=StreamingResponse)
     async def events(room: str) -> StreamingResponse:
         """Server-Sent Events: ``scene``, ``votes``, ``draft``, ``extended``, ``failed``, ``notice``, ``ended``."""
-        where = game_in(room).place
+        where = place(room) if is_starting(room) else game_in(room).place
         if presenter.watchers(where) >= MAX_WATCHERS:
             raise StorytellerBusyError("too many browsers are watching this game; try again later")
         return StreamingResponse(stream(where), media_type="text/event-stream",
@@ -301,7 +363,7 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
 
     @app.get("/g/{room}", include_in_schema=False, response_model=None)
     async def page(room: str) -> FileResponse | HTMLResponse:
-        if not _ROOM.match(room) or tables.game_at(place(room)) is None:
+        if not _ROOM.match(room) or (tables.game_at(place(room)) is None and not is_starting(room)):
             return not_found_page(room)
         return FileResponse(STATIC / "game.html")
 

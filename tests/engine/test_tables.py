@@ -232,3 +232,21 @@ def test_a_written_ending_may_be_undone_but_a_game_the_players_ended_may_not() -
 
     game, at_ending = asyncio.run(scenario())
     assert at_ending and game.ended
+
+
+def test_a_rating_does_not_wait_for_a_scene_being_written() -> None:
+    # The web's load bench measured ratings taking 10-15 s: they waited on the game lock, held while the next
+    # scene was written. A rating changes nothing a close reads; it lands (and is saved) at once.
+    async def scenario() -> tuple[bool, Game, Game]:
+        store = MemoryStore()
+        tables = Tables(StoryEngine(FakeWriter()), store, Recorder(), clock=Clock())
+        game = await tables.start("s", "c", "ana", "fantasy", "A knight wakes.")
+        async with tables._lock(game):  # a close writing the next scene holds it
+            rated = await asyncio.wait_for(tables.rate(game.place, "ben", "message-1", "up"), 1)
+            saved = await store.load(game.id)  # saved while the lock is still held
+        await tables.close()
+        return rated, game, saved
+
+    rated, game, saved = asyncio.run(scenario())
+    assert rated and [(r.player, r.thumb) for r in game.ratings] == [("ben", "up")]
+    assert [(r.player, r.thumb) for r in saved.ratings] == [("ben", "up")]

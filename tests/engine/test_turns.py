@@ -235,6 +235,16 @@ def test_fragment_choices_are_refused_and_written_again(choices: list[str], reas
     assert reason in caught.value.reason
 
 
+@pytest.mark.parametrize("cut", ["Let Kanpei-kun take the", "Run to", "Tell her,", 'Shout "Wait for'])
+def test_a_choice_cut_off_mid_phrase_is_refused_and_written_again(cut: str) -> None:
+    # Seen by a player when the token limit fell inside the last choice: "Let Kanpei-kun take the".
+    good = scene("Second try works.", ["Run for the exit", "Press on"])
+    engine, writer = make([scene("You wake in the hangar.", ["Climb the ladder", cut]), good])
+    game = run(engine.start("t", "mecha", "A pilot wakes."))
+    assert game.current.scene.choices == ("Run for the exit", "Press on")  # "on" may close an action
+    assert len(writer.calls) == 2 and engine.stats.as_dict()["fake/1"]["choice cut off"] == 1
+
+
 def test_a_choice_too_long_for_its_place_on_screen_is_refused() -> None:
     from engine.checks import CheckRules, check_output
     from engine.errors import RejectedOutputError

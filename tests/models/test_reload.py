@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
-from bot.launcher import build_bot, running_versions
+from bot.launcher import build_bot
+from cyoa.service import Parts
 from data.tracking import TrackingTarget
 from data.versioning import DatasetVersion
 from engine.errors import TrackingError
@@ -101,14 +102,18 @@ def test_the_watcher_unloads_what_no_running_game_uses_after_each_poll(fresh_tra
     asyncio.run(scenario())
 
 
-def test_the_bot_tells_the_watcher_the_versions_of_its_running_games() -> None:
+def test_the_service_tells_the_watcher_the_versions_of_its_running_games() -> None:
     async def scenario() -> set[str]:
-        bot = build_bot(FakeWriter(model_version=f"{MODEL}/3"), MemoryStore(), [], sync_commands=False)
+        champion = FakeWriter(model_version=f"{MODEL}/3")
+        bot = build_bot(champion, MemoryStore(), [], sync_commands=False)
+        watcher = ChampionWatcher(Writers(champion), TrackingTarget("sqlite:///unused.db"), MODEL)
+        Parts(Writers(champion), bot=bot, watcher=watcher)
         engine = StoryEngine(FakeWriter(model_version=f"{MODEL}/1"))
         running = await engine.start("discord:1:10", "fantasy", "A knight wakes.")
         ended = await engine.start("discord:1:11", "fantasy", "A knight wakes.")
         ended.status, ended.model_version = GameStatus.ENDED, f"{MODEL}/2"
         bot.tables.games.update({running.place: running, ended.place: ended})
-        return running_versions(bot)
+        assert watcher.in_use is not None
+        return set(watcher.in_use())
 
     assert asyncio.run(scenario()) == {f"{MODEL}/1"}

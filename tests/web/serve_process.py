@@ -1,5 +1,6 @@
-"""Run by tests/web/test_launcher.py in a process of its own: ``serve`` over a SQLite file and the fake writer,
-on the port given, until a signal stops it."""
+"""Run by tests/web/test_launcher.py in a process of its own: the service (``cyoa.service.run_service``, what
+``cyoa serve`` runs) with the web over a SQLite file and the fake writer, on the port given, until a signal
+stops it."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ import logging
 import sys
 from pathlib import Path
 
+from cyoa.service import Parts, run_service
 from data.store import SQLiteGameStore
 from engine.fakes import FakeWriter
 from engine.queue import BatchingWriter
-from web.launcher import build_tables, serve
+from engine.writers import Writers
+from web.launcher import build_tables
 
 
-async def main(path: Path, port: int) -> None:
+async def main(path: Path, port: int, vote_seconds: int) -> None:
     async with SQLiteGameStore(path) as store:
-        writer = BatchingWriter(FakeWriter(), gather_seconds=0.0)
-        await serve(build_tables(writer, store, premises=[]), "127.0.0.1", port)
-        await writer.close()
+        writers = Writers(BatchingWriter(FakeWriter(), gather_seconds=0.0))
+        tables = build_tables(writers, store, premises=[], vote_seconds=vote_seconds)
+        await run_service(Parts(writers, web=tables, port=port))
 
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO)
-    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2])))
+    asyncio.run(main(Path(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3]) if len(sys.argv) > 3 else 60))

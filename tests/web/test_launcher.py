@@ -18,10 +18,12 @@ from typer.testing import CliRunner
 
 from cyoa import wiring
 from cyoa.cli import app as cli
+from cyoa.service import Parts, run_service
 from data.store import SQLiteGameStore
 from engine.fakes import FakeWriter
 from engine.queue import BatchingWriter
-from web.launcher import build_tables, serve
+from engine.writers import Writers
+from web.launcher import build_tables
 
 
 def test_cyoa_web_binds_this_machine_only_unless_told(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -51,8 +53,7 @@ async def test_a_restart_resumes_web_games_and_their_votes_still_count(
 
         monkeypatch.setattr(uvicorn.Server, "serve", serve_once)
         after = build_tables(writer, store, premises=[])
-        await serve(after, "127.0.0.1", 0)
-        await writer.close()
+        await run_service(Parts(Writers(writer), web=after, port=0))
 
         assert seen["game"]["scene"]["narration"] == game.current.scene.narration
         assert seen["vote"]["your_vote"] == 2 and seen["vote"]["votes"] == [0, 0, 1]

@@ -30,6 +30,10 @@ function act(promise) {
 }
 
 function render(data) {
+  if (data.writing) {  // the opening is still being written: its scene event brings the game
+    $("status").textContent = "The storyteller is writing the opening...";
+    return;
+  }
   const newScene = !game || game.scene.index !== data.scene.index || game.ended !== data.ended;
   game = data;
   $("premise").textContent = data.premise;
