@@ -23,6 +23,7 @@ from bot.render import NUMBERS, draft_embed, error_text, scene_embed, timestamp
 from engine.background import Background
 from engine.errors import CyoaError, DeliveryError
 from engine.game import Game
+from engine.places import Place
 from engine.ports import TableStore
 from engine.tables import Tables
 from engine.turns import StoryEngine
@@ -35,7 +36,11 @@ INTENTS.guild_reactions = True
 
 
 def channel_of(place: str) -> int:
-    return int(place.rsplit(":", 1)[1])
+    """The Discord channel id of one of the bot's places."""
+    parsed = Place.parse(place)
+    if parsed is None or parsed.frontend != "discord":
+        raise ValueError(f"not a Discord place: {place!r}")
+    return int(parsed.channel)
 
 
 class Watcher(Protocol):

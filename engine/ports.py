@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from engine.game import Game
+from engine.places import Place
 from engine.privacy import Forgotten
 from engine.prompt_format import StoryContext
 
@@ -56,9 +57,10 @@ class WriteRequest:
 
 
 def tenant_of(place: str) -> str:
-    """The tenant of a place: all of it but its last part (``discord:<server>:<channel>`` → the server; a
-    terminal game is its own)."""
-    return place.rsplit(":", 1)[0] if place.count(":") >= 2 else place
+    """The tenant of a place: its frontend and server (``discord:<server>:<channel>`` → ``discord:<server>``; a
+    web room is its own); a string that names no place is its own tenant."""
+    parsed = Place.parse(place)
+    return f"{parsed.frontend}:{parsed.server}" if parsed is not None else place
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,7 @@ from engine.checks import check_player_text
 from engine.cooldowns import Cooldowns
 from engine.errors import CyoaError, DeliveryError, GameRuleError, Hint
 from engine.game import Game, GameStatus, Rating, now
-from engine.genres import GENRE_IDS
+from engine.places import Place
 from engine.ports import Presenter, TableStore
 from engine.privacy import Forgotten, forget_in_game, started_by
 from engine.servers import ServerSettings
@@ -93,11 +93,13 @@ class Tables:
 
     # --- places and settings ------------------------------------------------------------------
     def place(self, server: str, channel: str) -> str:
-        return f"{self.prefix}:{server}:{channel}"
+        """The key of this frontend's game at (server, channel): ``engine.places.Place`` written out."""
+        return str(Place(self.prefix, server, channel))
 
     def server_of(self, place: str) -> str | None:
-        parts = place.split(":")
-        return parts[1] if len(parts) == 3 and parts[0] == self.prefix else None
+        """The server of one of this frontend's places; None for another frontend's (or no place)."""
+        parsed = Place.parse(place)
+        return parsed.server if parsed is not None and parsed.frontend == self.prefix else None
 
     async def settings(self, server: str) -> ServerSettings:
         cached = self._settings.get(server)
@@ -153,10 +155,7 @@ class Tables:
         settings = await self.settings(server)
         if player is not None:
             self._check_cooldown("start", player, settings.start_cooldown, "you can start an adventure")
-        if genre is not None and genre not in GENRE_IDS:
-            raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
-        if premise is not None:
-            check_player_text(premise, self.engine.rules.checks.with_words(settings.block_words))
+        self.engine.check_opening(genre, premise, settings.block_words)
         if settings.allowed_channels and channel not in settings.allowed_channels:
             raise GameRuleError("adventures are not played here", Hint.CHANNELS)
         place = self.place(server, channel)

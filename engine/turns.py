@@ -187,22 +187,29 @@ class StoryEngine:
         game.status = GameStatus.ENDED if written.is_ending else GameStatus.WAITING
 
     # --- turns --------------------------------------------------------------------------------
+    def check_opening(self, genre: str | None, premise: str | None, block_words: Sequence[str] = ()) -> str | None:
+        """The one rule for what a game may start with: a known genre (or none), and a premise (or none: one
+        is drawn) that passes the player-text checks with ``block_words`` and fits; the premise as it will be
+        stored. Tables checks a start with it before anything is written, and ``start`` again."""
+        if genre is not None and genre not in GENRE_IDS:
+            raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
+        if premise is None:
+            return None
+        premise = check_player_text(premise, self.rules.checks.with_words(block_words))
+        if not premise:
+            raise GameRuleError("the premise is empty")
+        if len(premise) > MAX_PREMISE_CHARS:  # a frontend may declare the limit; the rule lives here
+            raise GameRuleError(f"the premise is {len(premise)} characters long; keep it to one sentence of "
+                                f"at most {MAX_PREMISE_CHARS}")
+        return premise
+
     async def start(self, place: str, genre: str | None = None, premise: str | None = None,
                     players: Sequence[str] = (), lore: Sequence[str] = (), owner: str | None = None,
                     block_words: Sequence[str] = (), progress: Progress | None = None) -> Game:
         """A new game: genre and premise as given, or drawn from the known premises. ``block_words`` are
         banned in this game on top of the global block list (a server's additions)."""
-        checks = self.rules.checks.with_words(block_words)
-        if genre is not None and genre not in GENRE_IDS:
-            raise GameRuleError(f"unknown genre {genre!r}; pick one of: {', '.join(sorted(GENRE_IDS))}")
-        if premise is not None:
-            premise = check_player_text(premise, checks)
-            if not premise:
-                raise GameRuleError("the premise is empty")
-            if len(premise) > MAX_PREMISE_CHARS:  # a frontend may declare the limit; the rule lives here
-                raise GameRuleError(f"the premise is {len(premise)} characters long; keep it to one sentence of "
-                                    f"at most {MAX_PREMISE_CHARS}")
-        else:
+        premise = self.check_opening(genre, premise, block_words)
+        if premise is None:
             pool = [p for p in self.premises if genre is None or p.genre == genre]
             if not pool:
                 raise GameRuleError(f"no premise known for genre {genre!r}: give one")

@@ -27,6 +27,7 @@ from engine.errors import (
     CooldownError,
     CyoaError,
     GameRuleError,
+    Hint,
     StorytellerBusyError,
     StorytellerFailedError,
 )
@@ -121,8 +122,14 @@ def game_view(room: str, game: Game, player: str, nickname: str | None) -> dict[
     }
 
 
-def error(status: int, text: str) -> JSONResponse:
-    return JSONResponse({"error": text}, status_code=status)
+# How a refusal's hint reads on the web (the engine names no frontend's commands; a web room is its own server).
+HINTS = {Hint.START: "start a new adventure at /", Hint.END: "the player who started it can end it",
+         Hint.CHANNELS: "every room may hold a game", Hint.MODERATOR: "in a web room, only the starter steers"}
+
+
+def error(status: int, text: str, hint: str | None = None) -> JSONResponse:
+    """``{"error": text}``, with ``"hint"`` (what the player can do) when there is one."""
+    return JSONResponse({"error": text} | ({"hint": hint} if hint else {}), status_code=status)
 
 
 def not_found_page(where: str) -> HTMLResponse:
@@ -204,7 +211,8 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
     # --- errors -------------------------------------------------------------------------------------
     @app.exception_handler(CyoaError)
     async def refused(request: Request, exc: CyoaError) -> JSONResponse:
-        return error(status_of(exc), str(exc))
+        hint = HINTS.get(exc.hint) if isinstance(exc, GameRuleError) and exc.hint is not None else None
+        return error(status_of(exc), str(exc), hint)
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, exc: HTTPException) -> Response:

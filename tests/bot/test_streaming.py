@@ -120,7 +120,7 @@ async def test_a_draft_is_edited_at_most_once_per_interval_and_ends_with_the_new
     presenter = client.DiscordPresenter(StubBot(StubChannel(shown)))  # type: ignore[arg-type]
     words = ["You", "climb", "the", "tower", "while", "the", "bell", "rings", "over", "the", "flooded", "city"]
     for count in range(1, len(words) + 1):  # a word every 20 ms: about 0.3 s of writing
-        presenter.draft("1:2", " ".join(words[:count]))
+        presenter.draft("discord:1:2", " ".join(words[:count]))
         await asyncio.sleep(0.02)
     await asyncio.sleep(0.5)
     times = [at for at, _ in shown]

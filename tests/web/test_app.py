@@ -165,6 +165,10 @@ async def test_only_the_starter_steers(site: Site) -> None:
         again = await ana.post(f"/api/games/{room}/end")
         assert again.status_code == 200 and again.json()["ended"]
         assert (await ben.post(f"/api/games/{room}/vote", json={"choice": 0})).status_code == 409
+        # The engine's refusal carries a hint; the web renders it its own way (no slash command named).
+        over = await ana.post(f"/api/games/{room}/retry")
+        assert over.status_code == 409 and over.json() == {"error": "no adventure is running here",
+                                                           "hint": "start a new adventure at /"}
 
 
 async def test_an_unknown_room_is_a_404_as_json_and_as_a_page(site: Site) -> None:

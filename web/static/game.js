@@ -19,7 +19,7 @@ async function call(path, method, body) {
   }
   const response = await fetch(api + path, options);
   const data = await response.json();
-  if (!response.ok) throw new Error(data.error || "the request failed");
+  if (!response.ok) throw new Error((data.error || "the request failed") + (data.hint ? "; " + data.hint : ""));
   showError("");
   return data;
 }
