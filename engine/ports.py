@@ -81,6 +81,13 @@ class SceneWriter(Protocol):
     async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]: ...
 
 
+def overlapping_slots(writer: SceneWriter) -> int:
+    """How many requests ``writer`` writes at once across overlapping calls: a continuously batching decoder
+    says so with a ``slots_in_flight`` attribute (each request joins the ones being written as soon as a slot
+    frees, so a call need not wait for the previous one). 0: its calls are best made one at a time."""
+    return max(0, int(getattr(writer, "slots_in_flight", 0) or 0))
+
+
 class GameStore(Protocol):
     """Where games live between moves and across restarts (``data.store.SQLiteGameStore`` is the real one,
     ``engine.fakes.MemoryStore`` the fake). Every ``save`` is atomic."""

@@ -17,6 +17,11 @@ batch whatever the flood. The queue is bounded per tenant too (``tenant_share`` 
 tenant's, or else the biggest tenant's, least urgent queued branch if it outranks it (that branch's caller
 sees it cancelled); otherwise it fails at once with ``StorytellerBusyError``.
 
+**Overlapping writers.** A writer that batches continuously (``engine.ports.overlapping_slots``: the llama.cpp
+path) gets each request as its own call, started the moment it has a free slot, up to its slots at once; the
+choice of which request goes next is made then, by the same order. A scene a player waits for so starts when
+the next sequence finishes rather than after a whole batch, and short answers never wait for long ones.
+
 **Faults.** A call gets ``deadline_seconds``; past it every request of the batch fails with
 ``StorytellerTimeoutError`` (the worker goes on with the next batch). A call that raises is tried again one
 request at a time, so a single poisonous request fails alone and the rest of its batch is written; what
@@ -36,7 +41,7 @@ from dataclasses import dataclass, field
 
 from engine.errors import CyoaError, StorytellerBusyError, StorytellerFailedError, StorytellerTimeoutError
 from engine.measures import Durations
-from engine.ports import WAITING, SceneWriter, WriteRequest, WrittenScene
+from engine.ports import WAITING, SceneWriter, WriteRequest, WrittenScene, overlapping_slots
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +95,11 @@ class BatchingWriter:
         self.faults = 0  # model calls that raised or passed their deadline
         self.call_seconds = Durations()  # each model call, for the service's metrics
         self.written = 0  # scenes answered
+        self.overlapping = overlapping_slots(writer)  # requests in flight at once; 0: one call at a time
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
+        self._calls: set[asyncio.Task[None]] = set()  # overlapping calls in flight
+        self._room = asyncio.Event()  # set when an overlapping call ends
 
     @property
     def model_version(self) -> str:
@@ -104,7 +112,7 @@ class BatchingWriter:
     @property
     def busy(self) -> bool:
         """A request is queued or being written (``close`` now would leave its caller waiting)."""
-        return bool(self._queue) or (self._worker is not None and not self._worker.done())
+        return bool(self._queue) or bool(self._calls) or (self._worker is not None and not self._worker.done())
 
     async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
         loop = asyncio.get_running_loop()
@@ -148,10 +156,11 @@ class BatchingWriter:
             item.future.cancel()
         self.shed += len(worst)
 
-    def _next_batch(self) -> list[_Pending]:
+    def _next_batch(self, room: int | None = None) -> list[_Pending]:
         live = fair_order(self._live())
-        batch = live[: self.max_batch]
-        self._queue = live[self.max_batch:]
+        size = self.max_batch if room is None else room
+        batch = live[:size]
+        self._queue = live[size:]
         for item in batch:
             if item.request.priority is not None:
                 item.request.priority.started = True
@@ -210,6 +219,9 @@ class BatchingWriter:
     async def _drain(self) -> None:
         while self._queue:
             await asyncio.sleep(self.gather_seconds)  # let concurrent games add their requests
+            if self.overlapping:
+                await self._dispatch()
+                continue
             live = self._next_batch()
             if not live:
                 continue
@@ -220,8 +232,38 @@ class BatchingWriter:
                 log.exception("the storyteller queue failed on a batch")
                 self._fail(live, StorytellerFailedError("the storyteller queue failed"))
 
+    async def _dispatch(self) -> None:
+        """Overlapping writer: wait for a free slot, then start the most urgent requests, one call each."""
+        while len(self._calls) >= self.overlapping:
+            self._room.clear()
+            await self._room.wait()
+        live = self._next_batch(self.overlapping - len(self._calls))
+        if live:
+            self.batches.append(len(live))
+        for item in live:
+            call = asyncio.get_running_loop().create_task(self._serve_guarded([item]))
+            self._calls.add(call)
+            call.add_done_callback(self._call_ended)
+
+    def _call_ended(self, call: asyncio.Task[None]) -> None:
+        self._calls.discard(call)
+        self._room.set()
+
+    async def _serve_guarded(self, batch: list[_Pending]) -> None:
+        try:
+            await self._serve(batch)
+        except asyncio.CancelledError:  # the queue is closing: its callers are told rather than left waiting
+            for item in batch:
+                item.future.cancel()
+            raise
+        except Exception:  # a bug here must not leave callers waiting forever
+            log.exception("the storyteller queue failed on a request")
+            self._fail(batch, StorytellerFailedError("the storyteller queue failed"))
+
     async def close(self) -> None:
-        if self._worker is not None:
-            self._worker.cancel()
+        calls = [self._worker, *self._calls] if self._worker is not None else list(self._calls)
+        for call in calls:
+            call.cancel()
+        for call in calls:
             with contextlib.suppress(asyncio.CancelledError):
-                await self._worker
+                await call

@@ -13,10 +13,14 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import functools
 import logging
 import os
 import threading
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,6 +33,10 @@ log = logging.getLogger(__name__)
 
 _INIT = threading.Lock()
 _READY: dict[str, Any] = {}
+# One llama_decode at a time in the process, whatever the model: two versions loaded side by side (the
+# champion and a challenger) would otherwise run their thread pools on the same cores at once, and ggml's
+# threads wait for each other at every operation, so both would go slower than taking turns a step each.
+_CORES = threading.Lock()
 
 
 def _llama() -> Any:
@@ -49,25 +57,68 @@ def _llama() -> Any:
             _READY["callback"] = quiet  # referenced, or ctypes frees it while llama.cpp still calls it
             llama_cpp.llama_log_set(quiet, ctypes.c_void_p(0))
             llama_cpp.llama_backend_init()
+            if b"OPENMP = 1" in llama_cpp.llama_print_system_info():
+                log.warning("llama.cpp was built with OpenMP: next to torch in one process every decoding step "
+                            "takes about 1.6x as long (measured); `make setup` builds it without")
             _READY["lib"] = llama_cpp
         return _READY["lib"]
 
 
 @dataclass
-class _Row:
-    """One sequence being written: its slot in the KV pool, every token it has seen, what it has written."""
+class Job:
+    """One sequence to write: its prompt, how its next token is chosen (``pick`` sees the logits after every
+    token and may stream what it chose), when it stops, and where its answer goes (``result``: the tokens
+    picked, passed through ``finish``). Cancelling ``result`` takes the sequence out at the next step."""
 
-    slot: int
     prompt: list[int]
+    pick: Callable[[np.ndarray], int]
+    max_new_tokens: int
+    stop: int
+    # The answer is cached for the next prompt only up to these tokens: a scene's choices never reappear in a
+    # later prompt (the history shows the action taken), so caching them only costs memory.
+    reusable_until: frozenset[int] = frozenset()
+    finish: Callable[[list[int]], Any] = list
+    result: Future[Any] = field(default_factory=Future)
+
+
+@dataclass
+class _Row:
+    """A job being written: its slot in the KV pool, what it has written, the logits for its next token."""
+
+    job: Job
+    slot: int
     generated: list[int] = field(default_factory=list)
-    done: bool = False
+    logits: np.ndarray | None = None
+
+    @property
+    def prompt(self) -> list[int]:
+        return self.job.prompt
 
     @property
     def position(self) -> int:
-        return len(self.prompt) + len(self.generated)
+        return len(self.job.prompt) + len(self.generated)
 
 
-Picker = Callable[[int, np.ndarray], int]  # (row, logits) -> the row's next token
+@dataclass
+class DecoderCounters:
+    """Where the decoder's time went, for benchmarks and the service's metrics."""
+
+    prompt_tokens: int = 0  # prompt tokens computed
+    reused_tokens: int = 0  # prompt tokens restored from a cached or sibling prompt instead
+    written_tokens: int = 0
+    steps: int = 0  # decoding steps (one token for every live sequence)
+    rows_stepped: int = 0  # sum over steps of the sequences in them: / steps = the mean batch
+    prefill_seconds: float = 0.0
+    step_seconds: float = 0.0
+
+    def summary(self) -> dict[str, float]:
+        return {"prompt_tokens_computed": self.prompt_tokens, "prompt_tokens_reused": self.reused_tokens,
+                "written_tokens": self.written_tokens,
+                "mean_rows_a_step": round(self.rows_stepped / max(self.steps, 1), 2),
+                "prefill_s": round(self.prefill_seconds, 1), "steps_s": round(self.step_seconds, 1)}
+
+
+Picker = Callable[[int, np.ndarray], int]  # (row, logits) -> the row's next token (``run``)
 
 
 class LlamaCppModel:
@@ -106,8 +157,21 @@ class LlamaCppModel:
         self.batch = lib.llama_batch_init(slots * window, 0, 1)
         self.lock = threading.Lock()  # one decode at a time: the context is not thread-safe
         self.prefixes = PrefixCache(cache_bytes)
+        self.counters = DecoderCounters()
+        # Continuous batching: jobs wait in the inbox and join the sequences being written as soon as a slot
+        # frees, between two steps. One thread decodes while there is work, and ends when there is none.
+        self._inbox: deque[Job] = deque()
+        self._wake = threading.Lock()
+        self._thread: threading.Thread | None = None
 
     def close(self) -> None:
+        with self._wake:
+            waiting, self._inbox = list(self._inbox), deque()
+            thread = self._thread
+        for job in waiting:
+            _settle(job, error=FastPathUnavailableError("the model was closed before this scene was written"))
+        if thread is not None and thread is not threading.current_thread():
+            thread.join()
         if self.context:
             self.lib.llama_batch_free(self.batch)
             self.lib.llama_free(self.context)
@@ -129,7 +193,8 @@ class LlamaCppModel:
             batch.seq_id[index][0] = slot
             batch.logits[index] = wants
         batch.n_tokens = len(entries)
-        code = self.lib.llama_decode(self.context, batch)
+        with _CORES:
+            code = self.lib.llama_decode(self.context, batch)
         if code != 0:
             raise FastPathUnavailableError(f"llama.cpp could not decode a batch of {len(entries)} tokens (code {code})")
 
@@ -181,10 +246,13 @@ class LlamaCppModel:
             for row, plan in zip(rows, plans, strict=True):
                 if plan.wave != wave:
                     continue
+                self.lib.llama_memory_seq_rm(self.memory, row.slot, -1, -1)  # what the slot's last job left
                 if plan.cached is not None:
                     self._restore(plan.cached, row.slot, plan.shared)
                 elif plan.source is not None:
                     self._restore(self._state(rows[plan.source].slot), row.slot, plan.shared)
+                self.counters.reused_tokens += plan.shared
+                self.counters.prompt_tokens += len(row.prompt) - plan.shared
                 for position in range(plan.shared, len(row.prompt)):
                     entries.append((row.prompt[position], position, row.slot, position == len(row.prompt) - 1))
                 last[row.slot] = len(entries) - 1
@@ -193,39 +261,154 @@ class LlamaCppModel:
                 for slot, index in last.items():
                     logits[slot] = self._logits(index)
         for row in rows:
-            self.prefixes.add(tuple(row.prompt), self._state(row.slot))
+            self.prefixes.add(tuple(row.prompt), self._state(row.slot), len(row.prompt))
         return [logits[row.slot] for row in rows]
 
     def run(self, prompts: Sequence[Sequence[int]], pick: Picker, max_new_tokens: int, stop: int) -> list[list[int]]:
-        """Decode every prompt together until each picks ``stop`` (or reaches ``max_new_tokens``); returns the
-        tokens picked for each. ``pick`` sees one row's logits at a time and may stream what it chose."""
-        self._check(prompts)
-        rows = [_Row(slot, list(prompt)) for slot, prompt in enumerate(prompts)]
-        with self.lock:
-            self.lib.llama_memory_clear(self.memory, True)
-            first = self._prefill(rows)
-            live = rows
-            step_logits: list[np.ndarray] | None = first
-            while live:
-                step: list[tuple[int, int, int, bool]] = []
-                still: list[_Row] = []
-                for index, row in enumerate(live):
-                    logits = step_logits[index] if step_logits is not None else self._logits(index)
-                    token = pick(row.slot, logits)
-                    row.generated.append(token)
-                    if token == stop or len(row.generated) >= max_new_tokens or row.position >= self.window:
-                        row.done = True
-                        # The prompt and the answer as computed (the last token never was): the next scene's
-                        # prompts start with this one's plus its narration, so they reuse it.
-                        self.prefixes.add((*row.prompt, *row.generated[:-1]), self._state(row.slot))
-                        continue
-                    step.append((token, row.position - 1, row.slot, True))
-                    still.append(row)
-                live = still
-                step_logits = None
-                if step:
-                    self._decode(step)
-        return [row.generated for row in rows]
+        """Decode every prompt (more than the slots: each joins as a slot frees) until each picks ``stop`` or
+        reaches ``max_new_tokens``; returns the tokens picked for each. ``pick`` sees one row's logits at a
+        time and may stream what it chose."""
+        jobs = [Job(list(prompt), functools.partial(pick, row), max_new_tokens, stop)
+                for row, prompt in enumerate(prompts)]
+        for job in jobs:
+            self.submit(job)
+        return [job.result.result() for job in jobs]
+
+    def submit(self, job: Job) -> Future[Any]:
+        """Queue a job; it joins the sequences being written at the next step with a free slot. Never blocks:
+        the answer comes in ``job.result``."""
+        if not job.prompt or len(job.prompt) >= self.window:
+            _settle(job, error=FastPathUnavailableError(
+                f"a prompt of {len(job.prompt)} tokens does not fit a {self.window} window"))
+            return job.result
+        with self._wake:
+            if not self.context:
+                raise FastPathUnavailableError("the model is closed")
+            self._inbox.append(job)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._decode_while_busy, name="llama.cpp", daemon=True)
+                self._thread.start()
+        return job.result
+
+    def _take(self, room: int) -> list[Job]:
+        taken: list[Job] = []
+        with self._wake:
+            while self._inbox and len(taken) < room:
+                job = self._inbox.popleft()
+                if not job.result.cancelled():
+                    taken.append(job)
+        return taken
+
+    def _decode_while_busy(self) -> None:
+        while True:
+            with self._wake:
+                if not self._inbox:
+                    self._thread = None  # under the lock: a job submitted from now on starts a new thread
+                    return
+            with self.lock:
+                live: list[_Row] = []
+                try:
+                    self._serve(live)
+                except Exception as exc:  # a bug here must not leave callers waiting forever
+                    log.exception("the llama.cpp decoding loop failed")
+                    for job in [row.job for row in live] + self._take(len(self._inbox)):
+                        _settle(job, error=exc)
+
+    def _serve(self, live: list[_Row]) -> None:
+        """Write until no job is left: admit waiting jobs into free slots, then one step for every sequence
+        (``live``: the sequences being written, kept by the caller to fail them if this breaks)."""
+        free = list(range(self.slots))[::-1]
+        while True:
+            jobs = self._take(len(free))
+            if jobs:
+                live += self._admit([_Row(job, free.pop()) for job in jobs], free)
+            if not live:
+                return
+            step: list[tuple[int, int, int, bool]] = []
+            still: list[_Row] = []
+            for row in live:
+                token = self._next(row)
+                if token is None or self._finished(row, token):
+                    free.append(row.slot)
+                    continue
+                step.append((token, row.position - 1, row.slot, True))
+                still.append(row)
+            live[:] = still
+            if not step:
+                continue
+            started = time.perf_counter()
+            try:
+                self._decode(step)
+            except FastPathUnavailableError as exc:
+                for row in live:
+                    _settle(row.job, error=exc)
+                    free.append(row.slot)
+                live.clear()
+                continue
+            self.counters.steps += 1
+            self.counters.rows_stepped += len(step)
+            self.counters.step_seconds += time.perf_counter() - started
+            for index, row in enumerate(live):
+                row.logits = self._logits(index)
+
+    def _admit(self, rows: list[_Row], free: list[int]) -> list[_Row]:
+        """Prefill new rows; those that fail give their slots back with their error."""
+        started = time.perf_counter()
+        try:
+            firsts = self._prefill(rows)
+        except FastPathUnavailableError as exc:
+            for row in rows:
+                _settle(row.job, error=exc)
+                free.append(row.slot)
+            return []
+        self.counters.prefill_seconds += time.perf_counter() - started
+        for row, logits in zip(rows, firsts, strict=True):
+            row.logits = logits
+        return rows
+
+    @staticmethod
+    def _next(row: _Row) -> int | None:
+        """The row's next token, or None when the row leaves (its caller gave up, or its picker failed)."""
+        if row.job.result.cancelled() or row.logits is None:
+            return None
+        try:
+            token = row.job.pick(row.logits)
+        except Exception as exc:  # a picker's bug fails its own sequence only
+            _settle(row.job, error=exc)
+            return None
+        row.generated.append(token)
+        return token
+
+    def _finished(self, row: _Row, token: int) -> bool:
+        job = row.job
+        if token != job.stop and len(row.generated) < job.max_new_tokens and row.position < self.window:
+            return False
+        self.counters.written_tokens += len(row.generated)
+        # The prompt and the answer as computed (the last token never was), up to the first token the next
+        # prompts will not repeat: the next scene's prompts start with this one's plus its narration.
+        computed = row.generated[:-1]
+        cut = next((i for i, t in enumerate(computed) if t in job.reusable_until), len(computed))
+        kept = len(job.prompt) + cut
+        self.lib.llama_memory_seq_rm(self.memory, row.slot, kept, -1)
+        self.prefixes.add((*job.prompt, *computed[:cut]), self._state(row.slot), len(job.prompt))
+        _settle(job, value=row.generated)
+        return True
+
+
+def _settle(job: Job, value: list[int] | None = None, error: BaseException | None = None) -> None:
+    """Give a job its answer (through its ``finish``) or its error, unless its caller cancelled it."""
+    if job.result.done():
+        return
+    try:
+        if error is None:
+            job.result.set_result(job.finish(value or []))
+        else:
+            job.result.set_exception(error)
+    except InvalidStateError:  # cancelled by its caller in the meantime
+        pass
+    except Exception as exc:  # ``finish`` failed
+        with contextlib.suppress(InvalidStateError):
+            job.result.set_exception(exc)
 
 
 # --- prefix reuse (pure: which prompt reuses what) ---------------------------------------------
@@ -254,14 +437,21 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class PrefixCache:
-    """Saved KV states of recent prompts (host memory, least recently used dropped first past ``max_bytes``)."""
+    """Saved KV states of recent prompts (host memory, least recently used dropped first past ``max_bytes``).
+
+    Each entry is a prompt and, once written, the reusable part of its answer. Entries that share a prompt
+    and differ after it are the branches of one scene; when a later prompt continues one of them past the
+    prompt, that branch was taken and the others are dropped (the vote that chose between them is over), so
+    the cache holds about one scene's branches per game in play rather than every branch ever written."""
 
     def __init__(self, max_bytes: int) -> None:
         self.max_bytes = max_bytes
         self.entries: dict[tuple[int, ...], Any] = {}  # insertion order = recency
+        self.prompt_lengths: dict[tuple[int, ...], int] = {}  # where each entry's answer starts
         self.size = 0  # bytes held
         self.hits = 0
         self.reused_tokens = 0
+        self.dropped_branches = 0
 
     def best(self, prompt: Sequence[int]) -> tuple[Any, int]:
         found, shared = None, 0
@@ -271,17 +461,33 @@ class PrefixCache:
                 found, shared = (tokens, state), length
         if found is None:
             return None, 0
-        self.entries[found[0]] = self.entries.pop(found[0])  # recently used
+        tokens = found[0]
+        self.entries[tokens] = self.entries.pop(tokens)  # recently used
+        if shared > self.prompt_lengths[tokens]:
+            self._drop_siblings(tokens)
         return found[1], shared
 
-    def add(self, tokens: tuple[int, ...], state: Any) -> None:
+    def _drop_siblings(self, taken: tuple[int, ...]) -> None:
+        length = self.prompt_lengths[taken]
+        for tokens in [t for t in self.entries if t != taken and self.prompt_lengths[t] == length
+                       and t[:length] == taken[:length]]:
+            self._remove(tokens)
+            self.dropped_branches += 1
+
+    def _remove(self, tokens: tuple[int, ...]) -> None:
+        self.size -= len(self.entries.pop(tokens))
+        del self.prompt_lengths[tokens]
+
+    def add(self, tokens: tuple[int, ...], state: Any, prompt_length: int | None = None) -> None:
+        """Keep ``state`` for ``tokens``, whose first ``prompt_length`` (default: all) were the prompt."""
         # An entry that is a prefix of the new one is served by it (states are cut to what is shared).
         for older in [t for t in self.entries if len(t) <= len(tokens) and tokens[: len(t)] == t]:
-            self.size -= len(self.entries.pop(older))
+            self._remove(older)
         self.entries[tokens] = state
+        self.prompt_lengths[tokens] = len(tokens) if prompt_length is None else prompt_length
         self.size += len(state)
         while self.entries and self.size > self.max_bytes:
-            self.size -= len(self.entries.pop(next(iter(self.entries))))
+            self._remove(next(iter(self.entries)))
 
 
 def plan_prefill(prompts: Sequence[Sequence[int]], cache: PrefixCache) -> list[PrefillPlan]:

@@ -32,6 +32,7 @@ class Decoding:
     weights: str = "q8_0"  # the GGUF weight type: q8_0, f16 or f32
     slots: int = 8  # sequences decoded together (branches of several games)
     cache: Path | None = None  # where GGUF files are kept; None: a temporary folder
+    prompt_cache_mb: int = 512  # host memory for cached prompt states (``models.fast_decoder.PrefixCache``)
 
 
 def content_key(storyteller: Storyteller) -> str:
@@ -81,7 +82,8 @@ def fast_storyteller(storyteller: Storyteller, decoding: Decoding, release_weigh
     if storyteller.seq2seq:
         raise FastPathUnavailableError("the llama.cpp path runs decoder-only models, not encoder-decoders")
     path, note = converted(storyteller, decoding)
-    model = LlamaCppModel(path, slots=decoding.slots, window=storyteller.window + 64)
+    model = LlamaCppModel(path, slots=decoding.slots, window=storyteller.window + 64,
+                          cache_bytes=decoding.prompt_cache_mb << 20)
     if release_weights:
         # llama.cpp holds the weights now: the transformers copy goes (the tokenizer and card stay), which
         # saves the half gigabyte a merged SmolLM2 takes in float32.

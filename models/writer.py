@@ -16,6 +16,7 @@ from engine.ports import TextCallback, WriteRequest, WrittenScene
 from engine.prompt_format import StoryContext
 from models.config import Sampling
 from models.fast_job import Decoding, fast_storyteller, record_conversion
+from models.fast_writer import FastStoryteller
 from models.gguf_export import FastPathUnavailableError
 from models.registry import load_storyteller
 
@@ -69,6 +70,12 @@ class ModelWriter:
     def model_version(self) -> str:
         return self.storyteller.version
 
+    @property
+    def slots_in_flight(self) -> int:
+        """Requests written at once across overlapping calls (``engine.ports.overlapping_slots``): the llama.cpp
+        path's slots, each request joining as one frees; 0 on transformers, whose calls run one at a time."""
+        return self.storyteller.slots if isinstance(self.storyteller, FastStoryteller) else 0
+
     async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
         if not requests:
             return []
@@ -76,9 +83,20 @@ class ModelWriter:
         must_end = [request.must_end for request in requests]
         may_end = [request.may_end for request in requests]
         on_text = _on_loop([request.on_text for request in requests], asyncio.get_running_loop())
-        async with self._lock:
-            texts = await asyncio.to_thread(self.storyteller.write, contexts, self.sampling, None, must_end, may_end,
-                                            on_text)
+        if isinstance(self.storyteller, FastStoryteller):
+            # No lock and no worker thread held: the decoder's own thread writes, and this call's scenes join
+            # the others being written. Cancelling this call takes its scenes out.
+            answers = await asyncio.to_thread(self.storyteller.begin, contexts, self.sampling, None, must_end,
+                                              may_end, on_text)
+            try:
+                texts = list(await asyncio.gather(*(asyncio.wrap_future(answer) for answer in answers)))
+            finally:
+                for answer in answers:
+                    answer.cancel()  # nothing once written
+        else:
+            async with self._lock:
+                texts = await asyncio.to_thread(self.storyteller.write, contexts, self.sampling, None, must_end,
+                                                may_end, on_text)
         return [WrittenScene(text, self.model_version) for text in texts]
 
 

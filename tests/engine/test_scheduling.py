@@ -187,3 +187,62 @@ def test_a_branch_the_model_fails_to_write_is_no_branch_and_the_choice_is_writte
 
     branches, narration = asyncio.run(scenario())
     assert branches == {} and "You take path 1-b" in narration
+
+
+class OverlappingWriter(FakeWriter):
+    """A fake continuously batching decoder with two slots: calls overlap, and each request is held until the
+    test finishes it, so the order in which the queue hands requests over can be watched."""
+
+    slots_in_flight = 2
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started: list[str] = []
+        self.finish: dict[str, asyncio.Event] = {}
+        self.most_at_once = 0
+        self.now = 0
+
+    async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
+        assert len(requests) == 1, "an overlapping writer gets one request a call"
+        name = requests[0].context.premise
+        self.started.append(name)
+        self.finish[name] = asyncio.Event()
+        self.now += 1
+        self.most_at_once = max(self.most_at_once, self.now)
+        try:
+            await self.finish[name].wait()
+        finally:
+            self.now -= 1
+        return await super().write(requests)
+
+
+def test_an_overlapping_writer_gets_the_most_urgent_request_as_soon_as_any_slot_frees() -> None:
+    def request(name: str, urgency: int | None) -> WriteRequest:
+        priority = None if urgency is None else Priority(lambda: urgency)
+        return WriteRequest(StoryContext("mecha", name), priority=priority)
+
+    async def scenario() -> tuple[list[str], int, list[str]]:
+        writer = OverlappingWriter()
+        queue = BatchingWriter(writer, max_batch=8, gather_seconds=0.0)
+        branches = [asyncio.create_task(queue.write([request(f"branch {n}", n)])) for n in (1, 2, 3)]
+        await settle()
+        assert writer.started == ["branch 1", "branch 2"]  # two slots: the third waits
+        waiting = asyncio.create_task(queue.write([request("a player waits", None)]))
+        await settle()
+        writer.finish["branch 2"].set()  # one sequence ends while the other is still being written
+        await settle()
+        started_then = list(writer.started)
+        for name in ("branch 1", "a player waits"):
+            writer.finish[name].set()
+        await settle()
+        writer.finish["branch 3"].set()
+        answers = await asyncio.gather(*branches, waiting)
+        assert not queue.busy
+        return started_then, writer.most_at_once, [scenes[0].text for scenes in answers]
+
+    started, most, answers = asyncio.run(scenario())
+    # The waiting player's scene takes the freed slot at once, before the queued branch and while branch 1 is
+    # still being written (not after a whole batch); never more than the writer's slots at once.
+    assert started == ["branch 1", "branch 2", "a player waits"]
+    assert most == 2
+    assert all(partial_narration(answer) for answer in answers)

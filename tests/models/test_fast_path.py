@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -177,3 +178,71 @@ def test_prompt_prefixes_are_reused_from_the_batch_and_from_recent_prompts() -> 
     assert list(cache.entries) == [(*story, 1, 2)]
     cache.add((7,) * 20, b"z" * 60)  # over 100 bytes: the least recently used goes
     assert list(cache.entries) == [(7,) * 20]
+
+
+def scripted(tokens: list[int], log: list[str], name: str, then: Callable[[], None] | None = None,
+             ) -> Callable[[np.ndarray], int]:
+    """A picker that writes ``tokens`` whatever the logits say, logging each step (``then`` after the last)."""
+    left = list(tokens)
+
+    def pick(logits: np.ndarray) -> int:
+        log.append(name)
+        token = left.pop(0)
+        if not left and then is not None:
+            then()
+        return token
+    return pick
+
+
+def test_sequences_join_as_slots_free_and_a_cancelled_one_leaves(llama: Storyteller, tmp_path: Path) -> None:
+    from models.fast_decoder import Job
+
+    fast = fast_storyteller(llama, Decoding("llama.cpp", "q8_0", 2, tmp_path))
+    model, stop = fast.model, llama.end_id
+    prompt = generation_prompts(llama.tokenizer, [CONTEXT], llama.window, 64, False)[0]
+    steps: list[str] = []
+    text = [int(t) for t in llama.tokenizer("You climb", add_special_tokens=False)["input_ids"]]
+    long = Job(list(prompt), scripted([*text * 10, stop], steps, "long"), 64, stop)
+    short = Job(list(prompt), scripted([*text, stop], steps, "short"), 64, stop)
+    later = Job(list(prompt), scripted([*text, stop], steps, "later"), 64, stop)
+    doomed = Job(list(prompt), lambda logits: stop, 64, stop)
+    # The doomed sequence is given up by its caller as it picks its last scripted token (as a deadline would).
+    doomed.pick = scripted([*text, text[0]], steps, "doomed", then=lambda: doomed.result.cancel())
+    for job in (long, short, doomed, later):
+        model.submit(job)
+    assert len(long.result.result(timeout=60)) == 10 * len(text) + 1
+    assert short.result.result(timeout=60) == [*text, stop] and later.result.result(timeout=60) == [*text, stop]
+    assert doomed.result.cancelled() and steps.count("doomed") == len(text) + 1
+    # Two slots: "doomed" takes the slot "short" frees and "later" the one "doomed" leaves, while "long" is
+    # still being written (each joins between two steps, not after the whole batch).
+    last_long = len(steps) - 1 - steps[::-1].index("long")
+    assert steps.index("doomed") > steps.index("short") and steps.index("later") < last_long
+    assert set(steps[: 2]) == {"long", "short"}
+    assert model.counters.rows_stepped >= model.counters.steps + 3 * len(text)  # steps of two sequences
+
+
+def test_only_the_reusable_part_of_an_answer_is_cached_and_a_taken_branch_drops_its_siblings(
+        llama: Storyteller, tmp_path: Path) -> None:
+    from models.fast_decoder import Job
+
+    fast = fast_storyteller(llama, Decoding("llama.cpp", "q8_0", 4, tmp_path))
+    model, stop = fast.model, llama.end_id
+    choices = fast._grammar(64).choices
+    prompt = [int(t) for t in generation_prompts(llama.tokenizer, [CONTEXT], llama.window, 64, False)[0]]
+    narrations = [[int(t) for t in llama.tokenizer(text, add_special_tokens=False)["input_ids"]]
+                  for text in ("You run to the hangar.", "The tide rises.", "Aoi-senpai waves you over.")]
+    jobs = [Job(list(prompt), scripted([*narration, choices, 11, stop], [], "branch"), 64, stop, frozenset({choices}))
+            for narration in narrations]
+    for job in jobs:
+        model.submit(job)
+    for job in jobs:
+        job.result.result(timeout=60)
+    cached = set(model.prefixes.entries)
+    assert cached == {(*prompt, *narration) for narration in narrations}  # the choices are never cached
+    # The next scene continues the second branch: its prompt reuses that state, and the other two go.
+    chosen = [*prompt, *narrations[1], 7, 8]
+    [after] = model.run([chosen], lambda row, logits: stop, 4, stop)
+    assert after == [stop]
+    assert model.prefixes.dropped_branches == 2
+    assert not any(entry[: len(prompt) + len(narrations[0])] == (*prompt, *narrations[0])
+                   for entry in model.prefixes.entries)
