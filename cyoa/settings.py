@@ -46,11 +46,13 @@ class Settings(BaseSettings):
     gguf_weights: Literal["q8_0", "f16", "f32"] = Field(
         default="q8_0", description="weight type of the GGUF file the llama.cpp path converts each version to")
     decoder_slots: int = Field(default=8, ge=1, le=64,
-                               description="scenes the llama.cpp path writes at once (a scene joins as soon as "
-                               "another finishes)")
+                               description="scenes the llama.cpp path writes together in one batch")
+    decoder_continuous: bool = Field(
+        default=False, description="llama.cpp path: a scene joins the sequences being written as soon as a slot "
+        "frees, instead of batch by batch (off: measured slower a step, see the README's Capacity)")
     decoder_cache_mb: int = Field(default=2048, ge=0, le=65536,
                                   description="host memory for cached prompt states of the llama.cpp path (about "
-                                  "35 MB a game in play; past it the least recently used go)")
+                                  "50 MB a game in play; past it the least recently used go)")
     write_deadline: float = Field(default=180.0, ge=5, le=3600,
                                   description="seconds one batched model call may take before it is given up "
                                   "(a hung generation); the games in it reopen their votes")
@@ -105,7 +107,7 @@ class Settings(BaseSettings):
         from models.fast_job import Decoding  # imported here: models pulls in torch
 
         return Decoding(self.decoder, self.gguf_weights, self.decoder_slots, self.home / "gguf",
-                        self.decoder_cache_mb)
+                        self.decoder_cache_mb, self.decoder_continuous)
 
     def model_uri(self, alias: str) -> str:
         return f"models:/{self.model_name}@{alias}"

@@ -43,10 +43,12 @@ class ModelWriter:
     would only fight over the same CPU cores.
     """
 
-    def __init__(self, storyteller: Teller, sampling: Sampling | None = None, decoder: str = "transformers") -> None:
+    def __init__(self, storyteller: Teller, sampling: Sampling | None = None, decoder: str = "transformers",
+                 continuous: bool = False) -> None:
         self.storyteller = storyteller
         self.sampling = sampling or storyteller.sampling
         self.decoder = decoder  # which path writes: "llama.cpp" or "transformers"
+        self.continuous = continuous  # llama.cpp: calls overlap, each scene joining as a slot frees
         self._lock = asyncio.Lock()
 
     @classmethod
@@ -64,7 +66,7 @@ class ModelWriter:
             return cls(storyteller)
         await asyncio.to_thread(record_conversion, target, storyteller.version, fast.gguf_note)
         log.info("%s writes with llama.cpp (%s)", storyteller.version, fast.gguf_note)
-        return cls(fast, decoder="llama.cpp")
+        return cls(fast, decoder="llama.cpp", continuous=decoding.continuous)
 
     @property
     def model_version(self) -> str:
@@ -73,8 +75,9 @@ class ModelWriter:
     @property
     def slots_in_flight(self) -> int:
         """Requests written at once across overlapping calls (``engine.ports.overlapping_slots``): the llama.cpp
-        path's slots, each request joining as one frees; 0 on transformers, whose calls run one at a time."""
-        return self.storyteller.slots if isinstance(self.storyteller, FastStoryteller) else 0
+        path's slots when it batches continuously, each request joining as one frees; else 0, and calls run
+        one at a time in batches (the default: measured faster, see the README's "Capacity")."""
+        return self.storyteller.slots if self.continuous and isinstance(self.storyteller, FastStoryteller) else 0
 
     async def write(self, requests: Sequence[WriteRequest]) -> list[WrittenScene]:
         if not requests:

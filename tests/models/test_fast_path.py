@@ -246,3 +246,12 @@ def test_only_the_reusable_part_of_an_answer_is_cached_and_a_taken_branch_drops_
     assert model.prefixes.dropped_branches == 2
     assert not any(entry[: len(prompt) + len(narrations[0])] == (*prompt, *narrations[0])
                    for entry in model.prefixes.entries)
+
+
+def test_the_queue_overlaps_calls_only_when_continuous_batching_is_on(llama: Storyteller, tmp_path: Path) -> None:
+    from engine.ports import overlapping_slots
+
+    fast = fast_storyteller(llama, Decoding("llama.cpp", "q8_0", 3, tmp_path))
+    assert overlapping_slots(ModelWriter(fast, decoder="llama.cpp")) == 0  # the default: batch by batch
+    assert overlapping_slots(ModelWriter(fast, decoder="llama.cpp", continuous=True)) == 3
+    assert overlapping_slots(ModelWriter(llama, continuous=True)) == 0  # transformers never overlaps
