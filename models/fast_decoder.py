@@ -449,8 +449,6 @@ class PrefixCache:
         self.entries: dict[tuple[int, ...], Any] = {}  # insertion order = recency
         self.prompt_lengths: dict[tuple[int, ...], int] = {}  # where each entry's answer starts
         self.size = 0  # bytes held
-        self.hits = 0
-        self.reused_tokens = 0
         self.dropped_branches = 0
 
     def best(self, prompt: Sequence[int]) -> tuple[Any, int]:
@@ -502,8 +500,5 @@ def plan_prefill(prompts: Sequence[Sequence[int]], cache: PrefixCache) -> list[P
             shared = min(common_prefix(prompts[earlier], prompt), limit)
             if shared >= MIN_SHARED and shared > plan.shared:
                 plan = PrefillPlan(shared, None, earlier, 1)
-        if plan.shared:
-            cache.hits += 1
-            cache.reused_tokens += plan.shared
         plans.append(plan)
     return plans

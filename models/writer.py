@@ -39,8 +39,9 @@ class Teller(Protocol):
 class ModelWriter:
     """Generates every context of a call in one batched model call, on a worker thread.
 
-    The model is loaded once (``ModelWriter.load``); a lock keeps one generation at a time, since two
-    would only fight over the same CPU cores.
+    The model is loaded once (``ModelWriter.load``). On transformers a lock keeps one generation at a time,
+    since two would only fight over the same CPU cores; the llama.cpp path needs none (its own decoding
+    thread takes every call's scenes into one batch).
     """
 
     def __init__(self, storyteller: Teller, sampling: Sampling | None = None, decoder: str = "transformers",
