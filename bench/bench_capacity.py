@@ -90,9 +90,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     engine = StoryEngine(queue, EngineRules(max_scenes=100, min_scenes=100), bundled_premises(), seed=7)
     figures = Figures()
     rng = random.Random(1234)
-    started = time.perf_counter()
+    started, loop_cpu, process_cpu = time.perf_counter(), time.thread_time(), time.process_time()
     await asyncio.gather(*(play(engine, i, args, figures, random.Random(rng.random())) for i in range(args.games)))
     wall = time.perf_counter() - started
+    # The event loop's own CPU (the engine, the queue, building prompts): on 2 cores, what it takes is taken
+    # from the decoder's threads, whose every step waits for the slower of the two.
+    cpu = {"event_loop": round(time.thread_time() - loop_cpu, 1),
+           "process": round(time.process_time() - process_cpu, 1)}
     await engine.close()
     await queue.close()
     closes = len(figures.ready)
@@ -108,7 +112,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "opening_s": {"median": round(statistics.median(figures.openings), 2), "p95": round(p95(figures.openings), 2)},
         "model_calls": len(queue.batches), "mean_batch": round(statistics.mean(queue.batches), 2),
         "branches_shed": queue.shed, "errors": figures.errors[:5],
-        "scenes_written": sum(queue.batches), "wall_s": round(wall, 1),
+        "scenes_written": sum(queue.batches), "wall_s": round(wall, 1), "cpu_s": cpu,
         "peak_memory_mb": {"model_loaded": round(loaded_mb),
                            "end": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)},
         **decoder_figures(model),
@@ -121,7 +125,7 @@ def decoder_figures(model: Any) -> dict[str, Any]:
     if decoder is None or not hasattr(decoder, "counters"):
         return {}
     cache = decoder.prefixes
-    return {"decoder": decoder.counters.summary(),
+    return {"decoder": decoder.counters.summary(), "step_ms_by_rows": decoder.counters.step_ms_by_rows(),
             "prompt_cache": {"entries": len(cache.entries), "mb": round(cache.size / 2**20),
                              "limit_mb": round(cache.max_bytes / 2**20), "dropped_branches": cache.dropped_branches}}
 

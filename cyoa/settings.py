@@ -45,11 +45,12 @@ class Settings(BaseSettings):
         "when the model converts and llama-cpp-python is installed)")
     gguf_weights: Literal["q8_0", "f16", "f32"] = Field(
         default="q8_0", description="weight type of the GGUF file the llama.cpp path converts each version to")
-    decoder_slots: int = Field(default=8, ge=1, le=64,
-                               description="scenes the llama.cpp path writes together in one batch")
+    decoder_slots: int = Field(default=16, ge=1, le=64,
+                               description="scenes the llama.cpp path writes at once (branches of several games; "
+                               "the transformers path's batch size too)")
     decoder_continuous: bool = Field(
-        default=False, description="llama.cpp path: a scene joins the sequences being written as soon as a slot "
-        "frees, instead of batch by batch (off: measured slower a step, see the README's Capacity)")
+        default=True, description="llama.cpp path: a scene joins the sequences being written as soon as a slot "
+        "frees, instead of batch by batch (measured: 59 scenes a minute at 16 slots against 37 in batches of 8)")
     decoder_cache_mb: int = Field(default=2048, ge=0, le=65536,
                                   description="host memory for cached prompt states of the llama.cpp path (about "
                                   "50 MB a game in play; past it the least recently used go)")

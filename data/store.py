@@ -12,7 +12,7 @@ import json
 import logging
 import re
 import sqlite3
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -338,6 +338,29 @@ class SQLiteGameStore:
         async with self._reading("read the opt-outs"), self.db.execute("SELECT player FROM opt_outs") as cursor:
             return frozenset(str(row[0]) for row in await cursor.fetchall())
 
+    async def set_nickname(self, player: str, nickname: str | None) -> None:
+        """Keep the name a player chose for themselves (``None``: take it away)."""
+        async with self._transaction("save a nickname"):
+            if nickname is None:
+                await self._run("DELETE FROM nicknames WHERE player = ?", (player,))
+            else:
+                await self._run("INSERT INTO nicknames VALUES (?, ?, ?) ON CONFLICT (player) DO UPDATE SET"
+                                " nickname = excluded.nickname, at = excluded.at",
+                                (player, nickname, now().isoformat()))
+
+    async def nicknames(self, players: Collection[str]) -> dict[str, str]:
+        """The nicknames of those of ``players`` who chose one."""
+        wanted = sorted(set(players))
+        found: dict[str, str] = {}
+        async with self._reading("read nicknames"):
+            for start in range(0, len(wanted), 500):  # SQLite bounds the parameters of one statement
+                part = wanted[start:start + 500]
+                marks = ", ".join("?" * len(part))
+                async with self.db.execute(f"SELECT player, nickname FROM nicknames WHERE player IN ({marks})",
+                                           part) as cursor:
+                    found.update((str(player), str(name)) for player, name in await cursor.fetchall())
+        return found
+
     # --- forgetting a player ------------------------------------------------------------------
     async def forget_player(self, player: str) -> Forgotten:
         """Delete what the player did from every saved game, and the games they started (``engine.privacy``),
@@ -356,6 +379,7 @@ class SQLiteGameStore:
                 elif player in players_in(game):
                     forgotten += forget_in_game(game, player)
                     await self._rewrite(game, stamp)
+            await self._run("DELETE FROM nicknames WHERE player = ?", (player,))
             await self._run("INSERT OR REPLACE INTO forgotten VALUES (?, ?)", (player, stamp.isoformat()))
             await self._run("INSERT OR IGNORE INTO opt_outs VALUES (?, ?)", (player, stamp.isoformat()))
         log.info("forgot a player: %s", forgotten)

@@ -1,5 +1,5 @@
 """Takes the README's screenshot of the play page: a `cyoa web` already running (the real champion) at the URL
-given, a game started by one browser and joined by a second, one vote cast, at a phone's width.
+given, a game started by one browser and joined by a second, both named, one vote cast, at a phone's width.
 
     .venv/bin/python docs/screenshot.py http://127.0.0.1:8000 docs/web-game.png
 """
@@ -35,12 +35,18 @@ def main(base: str, out: str) -> None:
         deadline = time.monotonic() + 180
         while not starter.find_elements(By.CSS_SELECTOR, "#choices button") and time.monotonic() < deadline:
             time.sleep(0.5)
+        starter.find_element(By.ID, "nickname").send_keys("Aoi")
+        starter.find_element(By.CSS_SELECTOR, "#nick button").click()
         friend.get(starter.current_url)
         time.sleep(2)
+        friend.find_element(By.ID, "nickname").send_keys("Ren")
+        friend.find_element(By.CSS_SELECTOR, "#nick button").click()
+        time.sleep(1)
         friend.find_elements(By.CSS_SELECTOR, "#choices button")[0].click()
-        starter.find_element(By.ID, "nickname").send_keys("Aoi")
         starter.find_element(By.ID, "star").click()
         time.sleep(2)
+        starter.refresh()  # the players' names come with the game's next read
+        time.sleep(3)
         starter.save_screenshot(out)
     finally:
         starter.quit()

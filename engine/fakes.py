@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from engine.errors import GameRuleError
@@ -64,6 +64,7 @@ class MemoryStore:
         self.counts: dict[str, dict[str, int]] = {}
         self.settings: dict[str, dict[str, Any]] = {}
         self.opt_outs: set[str] = set()
+        self.names: dict[str, str] = {}
 
     async def save(self, game: Game) -> None:
         self.games[game.id] = game.to_json()
@@ -98,7 +99,17 @@ class MemoryStore:
     async def opted_out(self) -> frozenset[str]:
         return frozenset(self.opt_outs)
 
+    async def set_nickname(self, player: str, nickname: str | None) -> None:
+        if nickname is None:
+            self.names.pop(player, None)
+        else:
+            self.names[player] = nickname
+
+    async def nicknames(self, players: Collection[str]) -> dict[str, str]:
+        return {player: self.names[player] for player in players if player in self.names}
+
     async def forget_player(self, player: str) -> Forgotten:
+        self.names.pop(player, None)
         forgotten = Forgotten()
         for game_id, text in list(self.games.items()):
             game = Game.from_json(text)

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -102,7 +102,7 @@ class GameStore(Protocol):
 
 
 class ServerStore(Protocol):
-    """Per-server settings and players' opt-outs, for multi-player frontends (the Discord bot).
+    """Per-server settings, players' opt-outs and nicknames, for multi-player frontends (the bot, the web).
     ``data.store.SQLiteGameStore`` is the real one, ``engine.fakes.MemoryStore`` the fake."""
 
     async def server_settings(self, server: str) -> dict[str, Any]: ...
@@ -113,8 +113,16 @@ class ServerStore(Protocol):
 
     async def opted_out(self) -> frozenset[str]: ...
 
+    async def set_nickname(self, player: str, nickname: str | None) -> None:
+        """Keep the name a player chose for themselves (``None``: take it away)."""
+        ...
+
+    async def nicknames(self, players: Collection[str]) -> dict[str, str]:
+        """The nicknames of those of ``players`` who chose one."""
+        ...
+
     async def forget_player(self, player: str) -> Forgotten:
-        """Delete the player's votes, ratings and comments from every saved game, and the games they started
+        """Delete the player's votes, ratings, comments and nickname from every saved game, and the games they started
         (``engine.privacy``), in one transaction; record the forget, so that no later save writes back what
         they did before it, and opt them out of training. Returns what went."""
         ...

@@ -20,7 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Collection, Coroutine
 from datetime import datetime
 from typing import Any
 
@@ -52,6 +52,7 @@ FEEDBACK_COOLDOWN = 10.0  # seconds between two comments of one player
 # Every comment is a save of the whole game: fresh accounts must not turn one channel into a stream of writes.
 FEEDBACK_CHANNEL_COOLDOWN = 2.0  # seconds between two comments in one channel, whoever writes them
 FEEDBACK_SCENE_TOTAL = 25  # comments on one scene from everyone together
+NICKNAME_LENGTH = 32  # characters of a nickname, the most
 
 
 def _seed(game: Game) -> int:
@@ -460,6 +461,22 @@ class Tables:
 
     async def opt_out(self, player: str, opted_out: bool = True) -> None:
         await self.store.set_opt_out(player, opted_out)
+
+    async def opted_out(self, player: str) -> bool:
+        return player in await self.store.opted_out()
+
+    async def rename(self, player: str, nickname: str | None) -> str | None:
+        """The name a player shows the others as (``None`` or blank: none), as it is kept: spaces folded, at
+        most ``NICKNAME_LENGTH`` characters, and refused like any player's text with a blocked word."""
+        text = " ".join(check_player_text(nickname or "", self.engine.rules.checks).split())
+        if len(text) > NICKNAME_LENGTH:
+            raise GameRuleError(f"a nickname takes at most {NICKNAME_LENGTH} characters, not {len(text)}")
+        await self.store.set_nickname(player, text or None)
+        return text or None
+
+    async def nicknames(self, players: Collection[str]) -> dict[str, str]:
+        """The nicknames of those of ``players`` who chose one."""
+        return await self.store.nicknames(players) if players else {}
 
     async def forget(self, player: str) -> Forgotten:
         """Delete the player's data (``TableStore.forget_player``), from the games in memory first, or their

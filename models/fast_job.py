@@ -30,10 +30,10 @@ class Decoding:
 
     kind: DecoderKind = "auto"
     weights: str = "q8_0"  # the GGUF weight type: q8_0, f16 or f32
-    slots: int = 8  # sequences decoded together (branches of several games)
+    slots: int = 16  # sequences decoded together (branches of several games)
     cache: Path | None = None  # where GGUF files are kept; None: a temporary folder
     prompt_cache_mb: int = 512  # host memory for cached prompt states (``models.fast_decoder.PrefixCache``)
-    continuous: bool = False  # scenes join the batch as slots free (calls overlap) instead of batch by batch
+    continuous: bool = True  # scenes join the batch as slots free (calls overlap) instead of batch by batch
 
 
 def content_key(storyteller: Storyteller) -> str:

@@ -14,6 +14,7 @@ import logging
 import re
 import secrets
 from collections.abc import AsyncIterator, Awaitable
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Literal, TypeVar, cast
 
@@ -33,7 +34,7 @@ from engine.errors import (
 )
 from engine.game import Game
 from engine.genres import GENRES
-from engine.tables import Tables
+from engine.tables import NICKNAME_LENGTH, Tables
 from engine.votes import tally
 from web.guard import Guard
 from web.limits import RateLimits
@@ -48,7 +49,6 @@ STATIC = Path(__file__).parent / "static"
 _ROOM = re.compile(r"^[A-Za-z0-9_-]{8,32}$")
 KEEPALIVE_SECONDS = 15.0  # a comment line on a quiet event stream, so proxies do not close it
 MAX_WATCHERS = 100  # event streams open on one game
-NICKNAMES = 100_000  # nicknames kept in memory at most (the oldest go first)
 # An API call answers within this, whatever the model is doing: a start, a retry or the vote that closes a vote
 # waits this long for its scene, then answers with the game as it is ("writing"); the scene reaches every open
 # page by its event stream. Keeps every call within the 2 s a player will wait for a click to answer.
@@ -74,8 +74,11 @@ class FeedbackBody(BaseModel):
     text: str = Field(min_length=1, max_length=1000)
 
 
-class NicknameBody(BaseModel):
-    nickname: str = Field(min_length=1, max_length=32)
+class MeBody(BaseModel):
+    nickname: str | None = Field(default=None, max_length=NICKNAME_LENGTH,
+                                 description="the name the other players see (blank: none)")
+    opted_out: bool | None = Field(default=None, description="true: this player's votes and ratings never train "
+                                                             "a model")
 
 
 class NoSuchGame(HTTPException):
@@ -105,8 +108,9 @@ def view_counts(game: Game) -> list[int]:
     return [counts.get(i, 0) for i in range(len(game.current.scene.choices))]
 
 
-def game_view(room: str, game: Game, player: str, nickname: str | None) -> dict[str, Any]:
-    """What one player sees of a game: the scene, the open vote and its counts, and their own vote and marks."""
+def game_view(room: str, game: Game, player: str, names: dict[str, str]) -> dict[str, Any]:
+    """What one player sees of a game: the scene, the open vote and its counts, their own vote and marks, and the
+    nicknames of the players (``names``: those who chose one)."""
     shown = game.current
     index = len(game.path) - 1
     mine = [r for r in game.ratings if r.player == player and r.scene == index]
@@ -118,7 +122,8 @@ def game_view(room: str, game: Game, player: str, nickname: str | None) -> dict[
         "your_vote": next((v.choice for v in shown.votes if v.player == player), None),
         "your_marks": {"star": any(r.stars for r in mine), "thumb": next((r.thumb for r in mine if r.thumb), None)},
         "starter": game.owner == player, "can_undo": len(game.path) > 1, "players": len(game.players),
-        "nickname": nickname,
+        "names": [names[p] for p in game.players if p in names],  # in the order they joined: the starter first
+        "nickname": names.get(player),
     }
 
 
@@ -149,11 +154,12 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
         raise TypeError("the web app needs Tables built with a WebPresenter")
     app = FastAPI(title="cyoa", summary="Play choose-your-own-adventure stories together in the browser.",
                   version="1")
-    app.add_middleware(Guard, limits=limits or RateLimits())
+    limits = limits or RateLimits()
+    app.add_middleware(Guard, limits=limits)
     if service is not None:
         add_service_routes(app, service)
-    nicknames: dict[str, str] = {}
     starting: dict[str, asyncio.Task[Game]] = {}  # rooms whose opening is being written (or failed, unread)
+    rooms_of: dict[str, set[str]] = {}  # by client address: the rooms started from it whose game may still run
     late: set[asyncio.Task[Any]] = set()  # work that outlived its request, kept until it ends
 
     async def settle(work: Awaitable[T]) -> tuple[bool, T | None]:
@@ -189,6 +195,12 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
     def place(room: str) -> str:
         return tables.place(room, room)
 
+    def running(room: str) -> bool:
+        """The room's game is being started or has not ended."""
+        game = tables.game_at(place(room))
+        task = starting.get(room)
+        return (task is not None and not task.done()) or (game is not None and not game.ended)
+
     def is_starting(room: str) -> bool:
         """The room's opening is being written, and not yet shown (its game comes in when it is shown)."""
         game = tables.game_at(place(room)) if room in starting else None
@@ -200,9 +212,9 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
             raise NoSuchGame(room)
         return game
 
-    def view(room: str, request: Request) -> dict[str, Any]:
-        who = player(request)
-        return game_view(room, game_in(room), who, nicknames.get(who))
+    async def view(room: str, request: Request) -> dict[str, Any]:
+        game, who = game_in(room), player(request)
+        return game_view(room, game, who, await tables.nicknames([who, *game.players]))
 
     def publish_votes(room: str) -> None:
         """A vote changed the counts: every browser watching redraws them (Tables shows nothing for a vote)."""
@@ -242,14 +254,24 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
         """Start a game in a new room; the caller is its starter (who may retry, undo and end it)."""
         if sum(not g.ended for g in tables.games.values()) + len(starting) >= max_games:
             raise StorytellerBusyError(f"{max_games} games are running here, the most; try again later")
+        address = request.client.host if request.client else "unknown"
+        if len(rooms_of) > 10_000:  # memory bounded by the addresses with games running, not every one seen
+            for gone in [key for key, rooms in rooms_of.items() if not any(running(room) for room in rooms)]:
+                del rooms_of[gone]
+        mine = rooms_of.setdefault(address, set())
+        mine -= {room for room in mine if not running(room)}
+        if len(mine) >= limits.games_per_address:
+            raise HTTPException(429, f"{len(mine)} adventures started from your address are running, the most; "
+                                     "end one or let one finish to start another")
         room = secrets.token_urlsafe(9)
+        mine.add(room)
         task = asyncio.ensure_future(tables.start(room, room, player(request), body.genre or None,
                                                   body.premise or None))
         starting[room] = task
         task.add_done_callback(lambda done: started(room, done))
         done, _ = await settle(task)  # a refused genre or premise is refused at once, with its reason
         if done:
-            return JSONResponse(view(room, request), status_code=201)
+            return JSONResponse(await view(room, request), status_code=201)
         return JSONResponse({"room": room, "writing": True}, status_code=202)
 
     @app.get("/api/games/{room}")
@@ -260,7 +282,7 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
         failed = starting.pop(room, None)
         if failed is not None and failed.done() and not failed.cancelled() and failed.exception() is not None:
             raise cast(BaseException, failed.exception())  # told once; the room is then simply not there
-        return view(room, request)
+        return await view(room, request)
 
     @app.get("/api/games/{room}/history")
     async def history(room: str) -> list[dict[str, Any]]:
@@ -276,7 +298,7 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
         if done and not taken:
             raise GameRuleError("that is not a choice of an open vote")
         publish_votes(room)  # not done: the vote was taken and closed the vote; the next scene is being written
-        return view(room, request)
+        return await view(room, request)
 
     @app.delete("/api/games/{room}/vote")
     async def unvote(room: str, request: Request) -> dict[str, Any]:
@@ -287,7 +309,7 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
                            if mine is not None else (True, False))
         if done and withdrawn:
             publish_votes(room)
-        return view(room, request)
+        return await view(room, request)
 
     @app.post("/api/games/{room}/rate")
     async def rate(room: str, body: RateBody, request: Request) -> dict[str, Any]:
@@ -296,7 +318,7 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
         if index >= len(game.path):
             raise HTTPException(404, f"the game has no scene {index}")
         changed = await tables.rate(game.place, player(request), game.path[index].message or "", body.mark, body.on)
-        return {"changed": changed, "game": view(room, request)}
+        return {"changed": changed, "game": await view(room, request)}
 
     @app.post("/api/games/{room}/feedback", status_code=201)
     async def feedback(room: str, body: FeedbackBody, request: Request) -> dict[str, str]:
@@ -313,7 +335,7 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
             raise
         if what == "end":
             presenter.publish(game.place, "ended", {})  # Tables shows nothing on an end: the page is told here
-        return view(room, request)
+        return await view(room, request)
 
     @app.post("/api/games/{room}/retry")
     async def retry(room: str, request: Request) -> dict[str, Any]:
@@ -331,15 +353,28 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
         return await steer(room, request, "end")
 
     @app.get("/api/me")
-    async def me(request: Request) -> dict[str, str | None]:
-        return {"nickname": nicknames.get(player(request))}
+    async def me(request: Request) -> dict[str, Any]:
+        """The caller's nickname and whether their votes and ratings are kept out of training."""
+        who = player(request)
+        names = await tables.nicknames([who])
+        return {"nickname": names.get(who), "opted_out": await tables.opted_out(who)}
 
     @app.post("/api/me")
-    async def rename(body: NicknameBody, request: Request) -> dict[str, str | None]:
-        if len(nicknames) >= NICKNAMES:
-            nicknames.pop(next(iter(nicknames)))
-        nicknames[player(request)] = " ".join(body.nickname.split())  # shown as text, never as markup
-        return {"nickname": nicknames[player(request)]}
+    async def change_me(body: MeBody, request: Request) -> dict[str, Any]:
+        """Set a nickname (blank: none) and/or opt out of training (or back in); what is not sent stays."""
+        who = player(request)
+        if body.nickname is not None:
+            await tables.rename(who, body.nickname)
+        if body.opted_out is not None:
+            await tables.opt_out(who, body.opted_out)
+        return await me(request)
+
+    @app.delete("/api/me")
+    async def forget_me(request: Request) -> dict[str, Any]:
+        """Delete everything this player did: votes, ratings, comments, nickname, and the games they started
+        (which end); they are opted out of training from then on."""
+        forgotten = await tables.forget(player(request))
+        return {"forgotten": asdict(forgotten)}
 
     @app.get("/api/games/{room}/events", response_class=StreamingResponse)
     async def events(room: str) -> StreamingResponse:

@@ -21,6 +21,10 @@ class RateLimits:
     # a scene. An address may hold several players (a household, a school behind one NAT), so it gets more.
     per_player: Rate = Rate(burst=30, per_second=1.0)
     per_address: Rate = Rate(burst=120, per_second=4.0)
+    # Running games started from one address, the most. Each web room is its own tenant of the model's queue
+    # (fair shares go round the tenants), so without this one address could open room after room, with fresh
+    # cookies, and take most of the model from every Discord server and other visitor.
+    games_per_address: int = 5
 
 
 @dataclass

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -255,3 +256,82 @@ def test_the_queue_overlaps_calls_only_when_continuous_batching_is_on(llama: Sto
     assert overlapping_slots(ModelWriter(fast, decoder="llama.cpp")) == 0  # the default: batch by batch
     assert overlapping_slots(ModelWriter(fast, decoder="llama.cpp", continuous=True)) == 3
     assert overlapping_slots(ModelWriter(llama, continuous=True)) == 0  # transformers never overlaps
+
+
+def test_live_sequences_move_down_to_consecutive_slots_and_go_on_as_if_alone(
+        llama: Storyteller, tmp_path: Path) -> None:
+    """llama.cpp computes a step once per run of consecutive slots: a sequence above a freed slot moves down
+    (its KV stream copied), and its next tokens' logits are the ones it would have had alone."""
+    from models.fast_decoder import Job
+
+    fast = fast_storyteller(llama, Decoding("llama.cpp", "f32", 4, tmp_path))
+    model, stop = fast.model, llama.end_id
+    prompts = [[int(t) for t in generation_prompts(llama.tokenizer, [replace(CONTEXT, premise=premise)],
+                                                     llama.window, 64, False)[0]]
+               for premise in ("A pilot.", "A rookie pilot defends a city.", "Two pilots race.", "The last mech.")]
+    text = [int(t) for t in llama.tokenizer("You climb the tower", add_special_tokens=False)["input_ids"]]
+    lengths = [1, 2, 3, 6]  # the first three end early, under the last: it moves from slot 3 down to 0
+    seen: list[np.ndarray] = []
+
+    def recording(tokens: list[int]) -> Callable[[np.ndarray], int]:
+        left = list(tokens)
+
+        def pick(logits: np.ndarray) -> int:
+            seen.append(logits.copy())
+            return left.pop(0)
+        return pick
+
+    slots_a_step: list[list[int]] = []
+    decode = model._decode
+
+    def watched(entries: Sequence[tuple[int, int, int, bool]]) -> None:
+        if all(position >= len(prompts[0]) for _, position, _, _ in entries):  # steps, not prompts
+            slots_a_step.append([slot for _, _, slot, _ in entries])
+        decode(entries)
+
+    model._decode = watched  # type: ignore[method-assign]
+    jobs = [Job(prompt, scripted([*text * n, stop], [], "short"), 64, stop) for prompt, n in zip(
+        prompts[:3], lengths, strict=False)]
+    last = [*text * lengths[3], stop]
+    jobs.append(Job(prompts[3], recording(last), 64, stop))
+    for job in jobs:
+        model.submit(job)
+    assert [len(job.result.result(timeout=60)) for job in jobs] == [len(text) * n + 1 for n in lengths]
+    assert model.counters.moves >= 1
+    assert all(slots == list(range(len(slots))) for slots in slots_a_step)  # consecutive, ascending
+    batched, seen[:] = list(seen), []
+    model.prefixes.entries.clear()
+    alone = Job(prompts[3], recording(last), 64, stop)
+    model.submit(alone).result(timeout=60)
+    assert len(seen) == len(batched)
+    assert max(float(np.abs(a - b).max()) for a, b in zip(batched, seen, strict=True)) < 1e-3
+
+
+def test_a_reused_prefix_gives_the_logits_of_a_prompt_computed_whole(llama: Storyteller, tmp_path: Path) -> None:
+    """A branch that copies its sibling's prompt (inside llama.cpp) or restores a cached one (from host memory)
+    starts its answer from the same logits as the same prompt computed from its first token."""
+    fast = fast_storyteller(llama, Decoding("llama.cpp", "f32", 4, tmp_path))
+    model, stop = fast.model, llama.end_id
+    prompt = [int(t) for t in generation_prompts(llama.tokenizer, [CONTEXT], llama.window, 64, False)[0]]
+    branches = [[*prompt, *llama.tokenizer(f" {word}", add_special_tokens=False)["input_ids"]]
+                for word in ("climb", "swim", "wait")]
+    first: dict[str, list[np.ndarray]] = {"batch": [], "whole": [], "cached": []}
+
+    def run(kind: str, prompts: list[list[int]]) -> None:
+        model.run(prompts, lambda row, logits: first[kind].append(logits.copy()) or stop, 1, stop)
+
+    reused = model.counters.reused_tokens
+    run("batch", branches)
+    assert model.counters.reused_tokens - reused >= 2 * len(prompt)  # the second and third copied the first
+    for branch in branches:
+        model.prefixes.entries.clear()
+        model.prefixes.size = 0
+        run("whole", [branch])
+    model.prefixes.entries.clear()
+    model.prefixes.size = 0
+    run("whole", [prompt])  # cached: the prompt alone, then each branch restores it and computes its word
+    first["whole"].pop()
+    for branch in branches:
+        run("cached", [branch])
+    for kind in ("batch", "cached"):
+        assert max(float(np.abs(a - b).max()) for a, b in zip(first[kind], first["whole"], strict=True)) < 1e-3

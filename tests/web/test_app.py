@@ -279,3 +279,61 @@ async def test_a_bug_is_a_500_with_an_error_id_that_is_logged(site: Site, monkey
     assert error.startswith("something went wrong on the server (error id ") and "a bug" not in error
     error_id = error.rsplit(" ", 1)[1].rstrip(")")
     assert any(error_id in record.getMessage() and record.exc_info for record in caplog.records)
+
+
+async def test_nicknames_are_stored_shown_to_the_room_and_checked(tmp_path: Path) -> None:
+    async for site in make_site(tmp_path):
+        async with site.client() as ana, site.client() as ben:
+            room = (await start(ana))["room"]
+            assert (await ana.post("/api/me", json={"nickname": "Aiko"})).json()["nickname"] == "Aiko"
+            assert (await ben.post("/api/me", json={"nickname": "  Ren   the\tBold "})).json()["nickname"] == "Ren the Bold"
+            refused = await ben.post("/api/me", json={"nickname": "Ren <|scene|>"})
+            assert refused.status_code == 400 and "markup" in refused.json()["error"]
+            assert (await ben.post("/api/me", json={"nickname": "x" * 33})).status_code == 422
+            before = (await ben.get(f"/api/games/{room}")).json()
+            assert before["names"] == ["Aiko"] and before["players"] == 1 and before["nickname"] == "Ren the Bold"
+            await ben.post(f"/api/games/{room}/vote", json={"choice": 0})
+            seen = (await ana.get(f"/api/games/{room}")).json()
+            assert seen["names"] == ["Aiko", "Ren the Bold"] and seen["players"] == 2 and seen["nickname"] == "Aiko"
+            token = ana.cookies.get(COOKIE)
+    # A restart: a new app over the same database file knows the nickname by the same cookie.
+    async for site in make_site(tmp_path):
+        async with site.client() as ana:
+            ana.cookies.set(COOKIE, token or "")
+            assert (await ana.get("/api/me")).json() == {"nickname": "Aiko", "opted_out": False}
+            assert (await ana.post("/api/me", json={"nickname": " "})).json()["nickname"] is None
+            assert await site.store.nicknames([f"web:{i}" for i in range(600)]) == {}  # more than one statement
+
+
+async def test_a_web_player_opts_out_and_deletes_what_they_did(site: Site) -> None:
+    async with site.client() as ana, site.client() as ben:
+        room = (await start(ana))["room"]
+        await ben.post("/api/me", json={"nickname": "Ren"})
+        await ben.post(f"/api/games/{room}/vote", json={"choice": 2})
+        await ben.post(f"/api/games/{room}/rate", json={"mark": "star"})
+        assert (await ben.post("/api/me", json={"opted_out": True})).json() == {"nickname": "Ren", "opted_out": True}
+        ben_id = site.game(room).players[-1]
+        assert ben_id in await site.store.opted_out()
+        gone = (await ben.delete("/api/me")).json()["forgotten"]
+        assert gone == {"games": 0, "votes": 1, "ratings": 1, "comments": 0}
+        seen = (await ana.get(f"/api/games/{room}")).json()
+        assert seen["votes"] == [0, 0, 0] and "Ren" not in seen["names"]
+        assert await site.store.nicknames([ben_id]) == {}
+        assert (await ben.get("/api/me")).json() == {"nickname": None, "opted_out": True}
+
+
+async def test_one_address_runs_a_bounded_number_of_games(tmp_path: Path) -> None:
+    async for site in make_site(tmp_path, RateLimits(games_per_address=2)):
+        rooms = []
+        for _ in range(2):  # fresh cookies each time: the bound is the address's, not a player's
+            async with site.client("10.0.0.1") as visitor:
+                rooms.append((await start(visitor))["room"])
+        async with site.client("10.0.0.1") as visitor:
+            refused = await visitor.post("/api/games", json={"genre": "fantasy"})
+            assert refused.status_code == 429 and "2 adventures started from your address" in refused.json()["error"]
+        async with site.client("10.0.0.2") as neighbour:
+            await start(neighbour)  # another address is not held back
+        game = site.game(rooms[0])
+        await site.tables.end(game.place, game.owner or "")
+        async with site.client("10.0.0.1") as visitor:
+            await start(visitor)  # one of its games ended: there is room again

@@ -112,6 +112,11 @@ def test_two_browsers_play_one_game_and_see_the_next_scene_without_a_reload(site
         assert text(ben, "narration") == opening and not ben.find_element(By.ID, "starter").is_displayed()
         assert choices(ben) == choices(ana) and len(choices(ana)) >= 2
 
+        for driver, name in ((ana, "<b>Ana</b>"), (ben, "Ben")):  # names show as text, to the whole room
+            driver.find_element(By.ID, "nickname").send_keys(name)
+            driver.find_element(By.CSS_SELECTOR, "#nick button").click()
+            # Ben is not playing until he votes: both pages name Ana alone
+            until(lambda d=driver: text(d, "players") == "Playing: <b>Ana</b>", "the players' names")  # type: ignore[misc]
         vote(ana, 1)
         until(lambda: "(1 vote)" in choices(ben)[1], "Ana's vote in Ben's browser")
         vote(ben, 1)
@@ -120,6 +125,7 @@ def test_two_browsers_play_one_game_and_see_the_next_scene_without_a_reload(site
             until(lambda d=driver: text(d, "narration") not in ("", opening), "the next scene",  # type: ignore[misc]
                   VOTE_SECONDS + 15)
         assert text(ana, "narration") == text(ben, "narration")
+        assert text(ana, "players") == "Playing: <b>Ana</b>, Ben" and not ana.find_elements(By.CSS_SELECTOR, "#players *")
         ana.find_element(By.CSS_SELECTOR, "#history-box summary").click()
         until(lambda: len(ana.find_elements(By.CSS_SELECTOR, "#history li")) == 1, "the story so far")
         assert opening in ana.find_element(By.CSS_SELECTOR, "#history li").text

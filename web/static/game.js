@@ -48,9 +48,16 @@ function render(data) {
   $("undo").disabled = !data.can_undo;
   $("status").textContent = data.ended ? "The adventure has ended. You can still rate its scenes."
     : (data.status === "writing" ? "The next scene is being written..." : "");
-  if (data.nickname && document.activeElement !== $("nickname")) $("nickname").value = data.nickname;
+  if (document.activeElement !== $("nickname")) $("nickname").value = data.nickname || "";
+  renderPlayers();
   tick();
   if (newScene) loadHistory();  // only when the story moved: a vote does not change it
+}
+
+function renderPlayers() {  // "Playing: Aiko, Ren, 2 others": nicknames as text, the rest counted
+  const others = game.players - game.names.length;
+  const parts = others > 0 ? [...game.names, others + (others === 1 ? " other" : " others")] : game.names;
+  $("players").textContent = game.players > 1 || game.names.length ? "Playing: " + parts.join(", ") : "";
 }
 
 function renderChoices() {
@@ -133,11 +140,34 @@ $("feedback").addEventListener("submit", (event) => {
     $("status").textContent = "Thank you for the feedback.";
   }).catch((error) => showError(error.message));
 });
+async function callMe(method, body) {
+  const options = {method: method, headers: {"content-type": "application/json"}};
+  if (body !== undefined) options.body = JSON.stringify(body);
+  const response = await fetch("/api/me", options);
+  const data = await response.json();
+  if (!response.ok) throw new Error((data.error || "the request failed") + (data.hint ? "; " + data.hint : ""));
+  showError("");
+  return data;
+}
+
 $("nick").addEventListener("submit", (event) => {
   event.preventDefault();
-  fetch("/api/me", {method: "POST", headers: {"content-type": "application/json"},
-                    body: JSON.stringify({nickname: $("nickname").value})})
-    .then((r) => r.json()).then((data) => showError(data.error || "")).catch(() => {});
+  callMe("POST", {nickname: $("nickname").value}).then(refresh).catch((error) => showError(error.message));
+});
+$("privacy").addEventListener("toggle", () => {
+  if ($("privacy").open) callMe("GET").then((me) => { $("opt-out").checked = me.opted_out; }).catch(() => {});
+});
+$("opt-out").addEventListener("change", () => {
+  callMe("POST", {opted_out: $("opt-out").checked}).catch((error) => showError(error.message));
+});
+$("forget").addEventListener("click", () => {
+  if (!window.confirm("Delete your votes, ratings, feedback, nickname and the games you started?")) return;
+  callMe("DELETE").then((data) => {
+    const gone = data.forgotten;
+    $("status").textContent = "Deleted: " + gone.votes + " votes, " + gone.ratings + " ratings, " + gone.comments
+      + " comments, " + gone.games + " games you started.";
+    refresh();
+  }).catch((error) => showError(error.message));
 });
 $("share").addEventListener("click", () => {
   navigator.clipboard.writeText(window.location.href).then(() => { $("share").textContent = "Link copied"; });
