@@ -216,17 +216,18 @@ class LlamaCppModel:
         pointer = self.lib.llama_get_logits_ith(self.context, index)
         return np.ctypeslib.as_array(pointer, shape=(self.n_vocab,)).copy()
 
-    def _check(self, prompts: Sequence[Sequence[int]]) -> None:
-        if len(prompts) > self.slots:
-            raise FastPathUnavailableError(f"{len(prompts)} sequences at once, but the pool holds {self.slots}")
-        for prompt in prompts:
-            if not prompt or len(prompt) >= self.window:
-                raise FastPathUnavailableError(f"a prompt of {len(prompt)} tokens does not fit a {self.window} window")
+    def _fits(self, prompt: Sequence[int]) -> FastPathUnavailableError | None:
+        """Why ``prompt`` cannot be decoded here, or None."""
+        if not prompt or len(prompt) >= self.window:
+            return FastPathUnavailableError(f"a prompt of {len(prompt)} tokens does not fit a {self.window} window")
+        return None
 
     # --- scoring and writing ------------------------------------------------------------------
     def log_probs(self, ids: Sequence[int]) -> np.ndarray:
         """log p(ids[i] | ids[:i]) for i >= 1: what the parity test compares with transformers."""
-        self._check([ids])
+        problem = self._fits(ids)
+        if problem is not None:
+            raise problem
         with self.lock:
             self.lib.llama_memory_clear(self.memory, True)
             self._decode([(token, position, 0, True) for position, token in enumerate(ids)])
@@ -292,9 +293,9 @@ class LlamaCppModel:
     def submit(self, job: Job) -> Future[Any]:
         """Queue a job; it joins the sequences being written at the next step with a free slot. Never blocks:
         the answer comes in ``job.result``."""
-        if not job.prompt or len(job.prompt) >= self.window:
-            _settle(job, error=FastPathUnavailableError(
-                f"a prompt of {len(job.prompt)} tokens does not fit a {self.window} window"))
+        problem = self._fits(job.prompt)
+        if problem is not None:
+            _settle(job, error=problem)
             return job.result
         with self._wake:
             if not self.context:

@@ -175,8 +175,9 @@ def create_app(tables: Tables, limits: RateLimits | None = None, max_games: int 
 
     def finished_late(task: asyncio.Task[Any]) -> None:
         late.discard(task)
-        if not task.cancelled() and task.exception() is not None and not isinstance(task.exception(), CyoaError):
-            log.error("a request's work failed after its answer", exc_info=task.exception())
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None and not isinstance(failure, CyoaError):
+            log.error("a request's work failed after its answer", exc_info=failure)
 
     def started(room: str, task: asyncio.Task[Game]) -> None:
         """A start that answered "writing" ended: a failure is kept for the room's next read and told to the
