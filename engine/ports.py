@@ -13,6 +13,7 @@ from engine.privacy import Forgotten
 from engine.prompt_format import StoryContext
 
 WAITING = 0  # the urgency of a scene a player is waiting for; a branch written in advance ranks 1, 2, ...
+LEADING = 1  # the urgency of the branch leading its vote (or the first, before any vote); the rest rank 2, 3, ...
 
 
 def _waiting() -> int:

@@ -223,7 +223,7 @@ def test_an_overlapping_writer_gets_the_most_urgent_request_as_soon_as_any_slot_
 
     async def scenario() -> tuple[list[str], int, list[str]]:
         writer = OverlappingWriter()
-        queue = BatchingWriter(writer, max_batch=8, gather_seconds=0.0)
+        queue = BatchingWriter(writer, max_batch=8, gather_seconds=0.0, speculative_share=1.0)
         branches = [asyncio.create_task(queue.write([request(f"branch {n}", n)])) for n in (1, 2, 3)]
         await settle()
         assert writer.started == ["branch 1", "branch 2"]  # two slots: the third waits
@@ -246,3 +246,33 @@ def test_an_overlapping_writer_gets_the_most_urgent_request_as_soon_as_any_slot_
     assert started == ["branch 1", "branch 2", "a player waits"]
     assert most == 2
     assert all(partial_narration(answer) for answer in answers)
+
+
+def test_speculative_branches_leave_room_that_winners_and_waiting_players_may_take() -> None:
+    def request(name: str, urgency: int | None) -> WriteRequest:
+        priority = None if urgency is None else Priority(lambda: urgency)
+        return WriteRequest(StoryContext("mecha", name), priority=priority)
+
+    async def scenario() -> list[str]:
+        writer = OverlappingWriter()
+        writer.slots_in_flight = 4
+        queue = BatchingWriter(writer, max_batch=8, gather_seconds=0.0)  # speculative below 2 of the 4 slots
+        losers = [asyncio.create_task(queue.write([request(f"loser {n}", 2)])) for n in range(3)]
+        await settle()
+        assert writer.started == ["loser 0", "loser 1"]  # the third waits though two slots are free
+        urgent = [asyncio.create_task(queue.write([request("leading", 1)])),
+                  asyncio.create_task(queue.write([request("a player waits", None)]))]
+        await settle()
+        assert writer.started[2:] == ["a player waits", "leading"]  # they take the free slots at once
+        writer.finish["loser 0"].set()
+        await settle()
+        assert "loser 2" not in writer.started  # 3 busy: a speculative one still may not start
+        for name in ("loser 1", "leading", "a player waits"):
+            writer.finish[name].set()
+        await settle()
+        writer.finish["loser 2"].set()
+        await asyncio.gather(*losers, *urgent)
+        assert not queue.busy and writer.most_at_once == 4
+        return writer.started
+
+    assert asyncio.run(scenario())[-1] == "loser 2"
