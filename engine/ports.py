@@ -123,9 +123,9 @@ class ServerStore(Protocol):
         ...
 
     async def forget_player(self, player: str) -> Forgotten:
-        """Delete the player's votes, ratings, comments and nickname from every saved game, and the games they started
-        (``engine.privacy``), in one transaction; record the forget, so that no later save writes back what
-        they did before it, and opt them out of training. Returns what went."""
+        """Delete the player's votes, ratings and comments from every saved game, the games they started
+        (``engine.privacy``) and their nickname, in one transaction; record the forget, so that no later save
+        writes back what they did before it, and opt them out of training. Returns what went."""
         ...
 
 

@@ -171,8 +171,8 @@ class BatchingWriter:
         batch: list[_Pending] = []
         rest: list[_Pending] = []
         for item in fair_order(self._live()):
-            held = in_flight is not None and item.urgency() > LEADING and \
-                in_flight + len(batch) >= self.speculative_slots
+            held = (in_flight is not None and item.urgency() > LEADING
+                    and in_flight + len(batch) >= self.speculative_slots)
             if len(batch) < size and not held:
                 batch.append(item)
             else:
