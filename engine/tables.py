@@ -53,6 +53,7 @@ FEEDBACK_COOLDOWN = 10.0  # seconds between two comments of one player
 FEEDBACK_CHANNEL_COOLDOWN = 2.0  # seconds between two comments in one channel, whoever writes them
 FEEDBACK_SCENE_TOTAL = 25  # comments on one scene from everyone together
 NICKNAME_LENGTH = 32  # characters of a nickname, the most
+NICKNAMES_KEPT = 100_000  # players whose nickname (or its absence) is kept in memory, the most
 
 
 def _seed(game: Game) -> int:
@@ -76,6 +77,9 @@ class Tables:
         self.prefix = prefix
         self.games: dict[str, Game] = {}  # the latest game of each place (an ended one stays, for ratings)
         self._settings: dict[str, ServerSettings] = {}
+        # Players' nicknames as the store has them (None: none chosen), read once: every page read names its
+        # players. Bounded: the oldest read go first.
+        self._nicknames: dict[str, str | None] = {}
         self.defaults = defaults or ServerSettings()
         self._locks: dict[str, asyncio.Lock] = {}
         self._timers: dict[str, asyncio.Task[None]] = {}
@@ -472,11 +476,23 @@ class Tables:
         if len(text) > NICKNAME_LENGTH:
             raise GameRuleError(f"a nickname takes at most {NICKNAME_LENGTH} characters, not {len(text)}")
         await self.store.set_nickname(player, text or None)
+        self._remember({player: text or None})
         return text or None
 
     async def nicknames(self, players: Collection[str]) -> dict[str, str]:
         """The nicknames of those of ``players`` who chose one."""
-        return await self.store.nicknames(players) if players else {}
+        unknown = [player for player in players if player not in self._nicknames]
+        if unknown:
+            found = await self.store.nicknames(unknown)
+            self._remember({player: found.get(player) for player in unknown})
+        return {player: name for player in players if (name := self._nicknames.get(player)) is not None}
+
+    def _remember(self, names: dict[str, str | None]) -> None:
+        for player, name in names.items():
+            self._nicknames.pop(player, None)
+            self._nicknames[player] = name
+        while len(self._nicknames) > NICKNAMES_KEPT:
+            self._nicknames.pop(next(iter(self._nicknames)))
 
     async def forget(self, player: str) -> Forgotten:
         """Delete the player's data (``TableStore.forget_player``), from the games in memory first, or their
@@ -491,7 +507,9 @@ class Tables:
                 continue
             async with self._lock(game):
                 forget_in_game(game, player)
-        return await self.store.forget_player(player)
+        forgotten = await self.store.forget_player(player)
+        self._nicknames.pop(player, None)  # after: a read meanwhile may have brought the old name back
+        return forgotten
 
     # --- showing, saving, restarting ----------------------------------------------------------
     async def _present(self, game: Game) -> None:

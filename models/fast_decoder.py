@@ -372,10 +372,10 @@ class LlamaCppModel:
         in slots 7..0 65 ms (measured). So a sequence in a high slot moves down into a free lower one (a copy
         of its stream inside llama.cpp, about 2 ms, folded into the next step) whenever a sequence ends below
         it."""
-        rows = sorted(rows, key=lambda row: row.slot)
+        staying = sorted(rows, key=lambda row: row.slot)
         free.sort(reverse=True)
-        while rows and free and free[-1] < rows[-1].slot:
-            row, low = rows.pop(), free.pop()
+        while staying and free and free[-1] < staying[-1].slot:  # the highest sequence into the lowest gap
+            row, low = staying.pop(), free.pop()
             self.lib.llama_memory_seq_rm(self.memory, low, -1, -1)
             self.lib.llama_memory_seq_cp(self.memory, row.slot, low, -1, -1)
             self.lib.llama_memory_seq_rm(self.memory, row.slot, -1, -1)
@@ -383,8 +383,7 @@ class LlamaCppModel:
             free.sort(reverse=True)
             row.slot = low
             self.counters.moves += 1
-            rows.insert(next((i for i, other in enumerate(rows) if other.slot > low), len(rows)), row)
-        return rows
+        return sorted(rows, key=lambda row: row.slot)
 
     def _admit(self, rows: list[_Row], free: list[int]) -> list[_Row]:
         """Prefill new rows; those that fail give their slots back with their error."""

@@ -11,18 +11,21 @@ function showError(text) {
   $("error").hidden = !text;
 }
 
-async function call(path, method, body) {
+async function send(url, method, body) {
   const options = {method: method || "GET", headers: {}};
   if (body !== undefined) {
     options.headers["content-type"] = "application/json";
     options.body = JSON.stringify(body);
   }
-  const response = await fetch(api + path, options);
+  const response = await fetch(url, options);
   const data = await response.json();
   if (!response.ok) throw new Error((data.error || "the request failed") + (data.hint ? "; " + data.hint : ""));
   showError("");
   return data;
 }
+
+const call = (path, method, body) => send(api + path, method, body);  // this game's API
+const callMe = (method, body) => send("/api/me", method, body);  // the player's own nickname and data
 
 function act(promise) {
   return promise.then((data) => { if (data && data.room) render(data); else if (data && data.game) render(data.game); })
@@ -140,16 +143,6 @@ $("feedback").addEventListener("submit", (event) => {
     $("status").textContent = "Thank you for the feedback.";
   }).catch((error) => showError(error.message));
 });
-async function callMe(method, body) {
-  const options = {method: method, headers: {"content-type": "application/json"}};
-  if (body !== undefined) options.body = JSON.stringify(body);
-  const response = await fetch("/api/me", options);
-  const data = await response.json();
-  if (!response.ok) throw new Error((data.error || "the request failed") + (data.hint ? "; " + data.hint : ""));
-  showError("");
-  return data;
-}
-
 $("nick").addEventListener("submit", (event) => {
   event.preventDefault();
   callMe("POST", {nickname: $("nickname").value}).then(refresh).catch((error) => showError(error.message));
