@@ -5,9 +5,10 @@
 ``--games`` games run at once through the real engine and scheduling queue, their starts spread over the
 first window. Each shown scene opens a vote of ``--window`` seconds; simulated players vote at random
 moments (one choice is favoured, so a leader usually emerges, and sometimes changes late); at the close the
-winner is taken. Reported: the share of closes whose winning branch was already written, the time from the
-close to the next scene shown (median and p95), the share written on demand, the branches shed or dropped,
-batch sizes, and the process's peak memory. Wall-clock time is real: the run lasts about
+winner is taken. Reported: the share of closes whose winning branch was already written, the games whose every
+close found it written, the time from the close to the next scene shown (median and p95), the share written
+on demand, the branches shed or dropped, batch sizes, the decoder's time (prompts, steps, picking tokens) and
+the process's peak memory. Wall-clock time is real: the run lasts about
 ``window * (rounds + 1)`` seconds.
 """
 
@@ -33,6 +34,7 @@ sys.path.insert(0, str(ROOT))
 @dataclass
 class Figures:
     ready: list[bool] = field(default_factory=list)
+    games_served: int = 0  # games whose every close found the winning branch ready
     close_to_scene: list[float] = field(default_factory=list)
     openings: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -51,6 +53,7 @@ async def play(engine: Any, index: int, args: argparse.Namespace, figures: Figur
     begun = time.perf_counter()
     game = await engine.start(f"bench-{index}")  # a premise drawn from the bundled stories
     figures.openings.append(time.perf_counter() - begun)
+    served = True
     for _ in range(args.rounds):
         shown_at = time.perf_counter()
         open_vote(game, rules, datetime.now(UTC))
@@ -65,6 +68,7 @@ async def play(engine: Any, index: int, args: argparse.Namespace, figures: Figur
         result = close_vote(game, rules, datetime.now(UTC), index)
         choice = result.choice if result.choice is not None else 0
         figures.ready.append(choice in game.current.branches)
+        served = served and figures.ready[-1]
         closed = time.perf_counter()
         try:
             await engine.choose(game, choice)
@@ -72,6 +76,7 @@ async def play(engine: Any, index: int, args: argparse.Namespace, figures: Figur
             figures.errors.append(f"{type(exc).__name__}: {exc}")
             return
         figures.close_to_scene.append(time.perf_counter() - closed)
+    figures.games_served += served
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -105,6 +110,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         "path": model.decoder, "model": model.model_version, "slots": settings.decoder_slots,
         "closes": closes,
         "winning_branch_ready": round(sum(figures.ready) / max(closes, 1), 3),
+        "games_every_winner_ready": figures.games_served,
         "written_on_demand": round(1 - sum(figures.ready) / max(closes, 1), 3),
         "close_to_next_scene_s": {"median": round(statistics.median(figures.close_to_scene), 3)
                                   if figures.close_to_scene else None,

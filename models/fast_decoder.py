@@ -112,6 +112,7 @@ class DecoderCounters:
     by_rows: dict[int, list[float]] = field(default_factory=dict)  # sequences in a step: [steps, seconds]
     prefill_seconds: float = 0.0
     step_seconds: float = 0.0
+    pick_seconds: float = 0.0  # choosing the next tokens in Python between two steps (grammar, sampling)
 
     def step(self, rows: int, seconds: float) -> None:
         self.steps += 1
@@ -129,7 +130,8 @@ class DecoderCounters:
         return {"prompt_tokens_computed": self.prompt_tokens, "prompt_tokens_reused": self.reused_tokens,
                 "written_tokens": self.written_tokens,
                 "mean_rows_a_step": round(self.rows_stepped / max(self.steps, 1), 2), "slot_moves": self.moves,
-                "prefill_s": round(self.prefill_seconds, 1), "steps_s": round(self.step_seconds, 1)}
+                "prefill_s": round(self.prefill_seconds, 1), "steps_s": round(self.step_seconds, 1),
+                "picks_s": round(self.pick_seconds, 1)}
 
 
 Picker = Callable[[int, np.ndarray], int]  # (row, logits) -> the row's next token (``run``)
@@ -170,7 +172,10 @@ class LlamaCppModel:
         self.memory = lib.llama_get_memory(self.context)
         self.batch = lib.llama_batch_init(slots * window, 0, 1)
         self.lock = threading.Lock()  # one decode at a time: the context is not thread-safe
-        self.prefixes = PrefixCache(cache_bytes)
+        # A cached prompt may also be reused with a block cut out of its middle (``PrefixCache.best``), which
+        # moves the cells after the cut down: only a model whose positions are rotations (RoPE) allows that.
+        shifts = bool(lib.llama_memory_can_shift(self.memory)) and lib.llama_model_rope_type(self.model) >= 0
+        self.prefixes = PrefixCache(cache_bytes, cuts=shifts)
         self.counters = DecoderCounters()
         # Continuous batching: jobs wait in the inbox and join the sequences being written as soon as a slot
         # frees, between two steps. One thread decodes while there is work, and ends when there is none.
@@ -243,11 +248,17 @@ class LlamaCppModel:
         self.lib.llama_state_seq_get_data(self.context, buffer, size, slot)
         return buffer
 
-    def _restore(self, state: Any, slot: int, keep: int) -> None:
-        """Put a saved sequence into ``slot`` and keep its first ``keep`` positions."""
+    def _restore(self, plan: PrefillPlan, slot: int) -> None:
+        """Put a saved sequence into ``slot``, cut out the plan's block (the cells after it move down, their
+        keys rotated to the new positions at the next decode) and keep the first ``plan.shared`` positions."""
+        state = plan.cached
         if not self.lib.llama_state_seq_set_data(self.context, state, len(state), slot):
             raise FastPathUnavailableError("llama.cpp could not restore a cached prompt")
-        self.lib.llama_memory_seq_rm(self.memory, slot, keep, -1)
+        if plan.cut:
+            end = plan.cut_at + plan.cut
+            self.lib.llama_memory_seq_rm(self.memory, slot, plan.cut_at, end)
+            self.lib.llama_memory_seq_add(self.memory, slot, end, -1, -plan.cut)
+        self.lib.llama_memory_seq_rm(self.memory, slot, plan.shared, -1)
 
     def _prefill(self, rows: list[_Row]) -> list[np.ndarray]:
         """Put every prompt in the KV cache and return the logits after each. A prompt that shares its start
@@ -263,7 +274,7 @@ class LlamaCppModel:
                     continue
                 self.lib.llama_memory_seq_rm(self.memory, row.slot, -1, -1)  # what the slot's last job left
                 if plan.cached is not None:
-                    self._restore(plan.cached, row.slot, plan.shared)
+                    self._restore(plan, row.slot)
                 elif plan.source is not None:  # a copy inside llama.cpp, not through host memory
                     self.lib.llama_memory_seq_cp(self.memory, rows[plan.source].slot, row.slot, -1, -1)
                     self.lib.llama_memory_seq_rm(self.memory, row.slot, plan.shared, -1)
@@ -341,12 +352,14 @@ class LlamaCppModel:
             if not live:
                 return
             still: list[_Row] = []
+            picking = time.perf_counter()
             for row in live:
                 token = self._next(row)
                 if token is None or self._finished(row, token):
                     free.append(row.slot)
                     continue
                 still.append(row)
+            self.counters.pick_seconds += time.perf_counter() - picking
             live[:] = self._packed(still, free)
             if not live:
                 continue
@@ -451,17 +464,50 @@ MIN_SHARED = 16  # fewer shared tokens are not worth a state copy
 
 @dataclass
 class PrefillPlan:
-    """How one prompt enters the cache: ``shared`` tokens come from a cached prompt's state (``cached``) or
-    from an earlier prompt of the batch (``source``, then it goes in the second ``wave``); the rest is
-    computed."""
+    """How one prompt enters the cache: ``shared`` tokens come from a cached prompt's state (``cached``, with
+    ``cut`` of its tokens from ``cut_at`` on cut out) or from an earlier prompt of the batch (``source``, then it
+    goes in the second ``wave``); the rest is computed."""
 
     shared: int = 0
     cached: Any = None
     source: int | None = None
     wave: int = 0
+    cut_at: int = 0
+    cut: int = 0
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+@dataclass(frozen=True)
+class Reuse:
+    """What a cached entry gives a prompt: its first ``shared`` tokens, once ``cut`` tokens from ``cut_at`` on
+    are cut out of the entry (no cut: ``cut`` 0). ``used``: how far into the entry the reuse reaches."""
+
+    shared: int = 0
+    cut_at: int = 0
+    cut: int = 0
+
+    @property
+    def used(self) -> int:
+        return self.shared + self.cut
+
+
+def reuse(entry: Sequence[int] | np.ndarray, prompt: Sequence[int] | np.ndarray, cuts: bool) -> Reuse:
+    """The most of ``prompt`` that ``entry`` can give: their common start, and with ``cuts`` also what follows
+    once one block of the entry is cut out. That is how a story's next prompt relates to its last answer: the
+    window keeps the premise and lore and drops the oldest scene, so the last scene (the answer, cached as it
+    was written) follows the lore directly."""
+    start = common_prefix(entry, prompt)
+    best = Reuse(start)
+    if not cuts or start == 0 or start >= len(prompt) or start >= len(entry):
+        return best
+    for offset in np.flatnonzero(np.asarray(entry[start + 1:]) == prompt[start]):
+        resume = start + 1 + int(offset)
+        more = common_prefix(entry[resume:], prompt[start:])
+        if more >= MIN_SHARED and start + more > best.shared:
+            best = Reuse(start + more, start, resume - start)
+    return best
+
+
+def common_prefix(a: Sequence[int] | np.ndarray, b: Sequence[int] | np.ndarray) -> int:
     size = min(len(a), len(b))
     if size == 0:
         return 0
@@ -478,26 +524,29 @@ class PrefixCache:
     prompt, that branch was taken and the others are dropped (the vote that chose between them is over), so
     the cache holds about one scene's branches per game in play rather than every branch ever written."""
 
-    def __init__(self, max_bytes: int) -> None:
+    def __init__(self, max_bytes: int, cuts: bool = False) -> None:
         self.max_bytes = max_bytes
+        self.cuts = cuts  # entries may be reused with a block cut out (``reuse``)
         self.entries: dict[tuple[int, ...], Any] = {}  # insertion order = recency
         self.prompt_lengths: dict[tuple[int, ...], int] = {}  # where each entry's answer starts
+        self.arrays: dict[tuple[int, ...], np.ndarray] = {}  # the entries' tokens, for fast comparison
         self.size = 0  # bytes held
         self.dropped_branches = 0
 
-    def best(self, prompt: Sequence[int]) -> tuple[Any, int]:
-        found, shared = None, 0
-        for tokens, state in self.entries.items():
-            length = common_prefix(tokens, prompt)
-            if length > shared:
-                found, shared = (tokens, state), length
+    def best(self, prompt: Sequence[int]) -> tuple[Any, Reuse]:
+        """The cached state that gives ``prompt`` the most tokens, and how (None and an empty ``Reuse``)."""
+        found, most = None, Reuse()
+        wanted = np.asarray(prompt)
+        for tokens in self.entries:
+            candidate = reuse(self.arrays[tokens], wanted, self.cuts)
+            if candidate.shared > most.shared:
+                found, most = tokens, candidate
         if found is None:
-            return None, 0
-        tokens = found[0]
-        self.entries[tokens] = self.entries.pop(tokens)  # recently used
-        if shared > self.prompt_lengths[tokens]:
-            self._drop_siblings(tokens)
-        return found[1], shared
+            return None, most
+        self.entries[found] = self.entries.pop(found)  # recently used
+        if most.used > self.prompt_lengths[found]:
+            self._drop_siblings(found)
+        return self.entries[found], most
 
     def _drop_siblings(self, taken: tuple[int, ...]) -> None:
         length = self.prompt_lengths[taken]
@@ -509,6 +558,7 @@ class PrefixCache:
     def _remove(self, tokens: tuple[int, ...]) -> None:
         self.size -= len(self.entries.pop(tokens))
         del self.prompt_lengths[tokens]
+        del self.arrays[tokens]
 
     def add(self, tokens: tuple[int, ...], state: Any, prompt_length: int | None = None) -> None:
         """Keep ``state`` for ``tokens``, whose first ``prompt_length`` (default: all) were the prompt."""
@@ -516,6 +566,7 @@ class PrefixCache:
         for older in [t for t in self.entries if len(t) <= len(tokens) and tokens[: len(t)] == t]:
             self._remove(older)
         self.entries[tokens] = state
+        self.arrays[tokens] = np.asarray(tokens)
         self.prompt_lengths[tokens] = len(tokens) if prompt_length is None else prompt_length
         self.size += len(state)
         while self.entries and self.size > self.max_bytes:
@@ -526,8 +577,9 @@ def plan_prefill(prompts: Sequence[Sequence[int]], cache: PrefixCache) -> list[P
     plans: list[PrefillPlan] = []
     for index, prompt in enumerate(prompts):
         limit = len(prompt) - 1  # the last token is always computed: its logits start the answer
-        cached, from_cache = cache.best(prompt)
-        plan = PrefillPlan(min(from_cache, limit), cached) if from_cache >= MIN_SHARED else PrefillPlan()
+        cached, found = cache.best(prompt)
+        plan = (PrefillPlan(min(found.shared, limit), cached, cut_at=found.cut_at, cut=found.cut)
+                if found.shared >= MIN_SHARED else PrefillPlan())
         for earlier in range(index):
             if plans[earlier].wave != 0:
                 continue

@@ -149,9 +149,11 @@ def test_auto_falls_back_to_transformers_and_says_why(trained: TrainOutcome, tra
 
 def test_sampling_steps_match_transformers() -> None:
     rng = np.random.default_rng(0)
-    for _ in range(20):
-        logits = rng.normal(0, 3, 500)
-        seen = rng.integers(0, 500, 40)
+    # Peaked logits (tokens above 1e-3 hold top_p) and flat ones over a larger vocabulary (the nucleus reaches
+    # below 1e-3: the lower floors are sorted too).
+    for scale, size in [(3.0, 500)] * 20 + [(0.5, 5000)] * 20:
+        logits = rng.normal(0, scale, size)
+        seen = rng.integers(0, size, 40)
         ours = penalise_repeats(logits.copy(), seen, 1.3)
         theirs = RepetitionPenaltyLogitsProcessor(1.3)(torch.tensor(seen)[None], torch.tensor(logits)[None])[0]
         assert np.allclose(ours, theirs.numpy())
@@ -335,3 +337,53 @@ def test_a_reused_prefix_gives_the_logits_of_a_prompt_computed_whole(llama: Stor
         run("cached", [branch])
     for kind in ("batch", "cached"):
         assert max(float(np.abs(a - b).max()) for a, b in zip(first[kind], first["whole"], strict=True)) < 1e-3
+
+
+def test_a_cached_answer_is_reused_with_its_oldest_scene_cut_out() -> None:
+    from models.fast_decoder import PrefixCache, Reuse, plan_prefill, reuse
+
+    lore, oldest, last = list(range(100, 120)), list(range(500, 530)), list(range(700, 740))
+    answer = [*lore, *oldest, *last]  # the last prompt (lore, oldest scene) and the answer written to it
+    following = [*lore, *last, 9, 9]  # the window dropped the oldest scene; the action taken follows
+    assert reuse(answer, following, cuts=True) == Reuse(shared=60, cut_at=20, cut=30)
+    assert reuse(answer, following, cuts=False) == Reuse(shared=20)
+    assert reuse(answer, [*lore, *last[:5], 1, 2], cuts=True) == Reuse(shared=20)  # too little after the cut
+    cache = PrefixCache(max_bytes=1000, cuts=True)
+    cache.add(tuple(answer), b"x" * 10, prompt_length=50)
+    [plan] = plan_prefill([following], cache)
+    assert (plan.shared, plan.cut_at, plan.cut, plan.cached) == (60, 20, 30, b"x" * 10)
+
+
+def test_a_prompt_reused_with_a_cut_goes_on_from_consecutive_positions(llama: Storyteller, tmp_path: Path) -> None:
+    """The cells after the cut move down (their keys rotated to the new positions): the prompt's own tokens
+    after them are computed at the right places, and its first logits stay close to the prompt computed whole
+    (not equal: the kept cells were computed with the cut block in view, which is the point of reusing them)."""
+    fast = fast_storyteller(llama, Decoding("llama.cpp", "f32", 2, tmp_path))
+    model, stop = fast.model, llama.end_id
+    assert model.prefixes.cuts
+
+    def ids(text: str) -> list[int]:
+        return [int(t) for t in llama.tokenizer(text, add_special_tokens=False)["input_ids"]]
+
+    lore = ids("<|genre|>mecha<|premise|>A rookie pilot defends a drowned city.<|history|><|scene|>")
+    oldest, last = ids(" The sirens wail over the harbour.<|action|>Run<|scene|>"), ids(
+        " You run to the hangar as the tide rises over the city and the sirens wail.")
+    following = [*lore, *last, *ids("<|action|>Climb")]
+    first: dict[str, np.ndarray] = {}
+
+    def run(kind: str, prompt: list[int]) -> None:
+        def pick(row: int, logits: np.ndarray) -> int:
+            first[kind] = logits.copy()
+            return stop
+        model.run([prompt], pick, 1, stop)
+
+    run("before", [*lore, *oldest, *last])
+    computed = model.counters.prompt_tokens
+    run("cut", following)
+    assert model.counters.prompt_tokens - computed == len(following) - len(lore) - len(last)
+    assert int(model.lib.llama_memory_seq_pos_max(model.memory, 0)) == len(following) - 1
+    model.prefixes = type(model.prefixes)(1 << 20, cuts=True)
+    run("whole", following)
+    run("kept", [*lore, *oldest, *following[len(lore):]])  # the oldest scene left in instead of cut out
+    cut, whole, kept = first["cut"], first["whole"], first["kept"]
+    assert np.abs(cut - whole).max() < np.abs(kept - whole).max()
