@@ -354,6 +354,16 @@ def test_a_cached_answer_is_reused_with_its_oldest_scene_cut_out() -> None:
     assert (plan.shared, plan.cut_at, plan.cut, plan.cached) == (60, 20, 30, b"x" * 10)
 
 
+@pytest.mark.parametrize(("family", "cuts"), [("llama", True), ("gpt2", False)])
+def test_only_a_model_with_rotary_positions_reuses_prompts_with_a_cut(family: str, cuts: bool,
+                                                                      request: pytest.FixtureRequest,
+                                                                      tmp_path: Path) -> None:
+    """GPT-2 adds learned positions to its inputs: moving its cells down would leave them at their old
+    places, so its prompts are reused only by their common start."""
+    teller: Storyteller = request.getfixturevalue(family)
+    assert fast_storyteller(teller, Decoding("llama.cpp", "q8_0", 2, tmp_path)).model.prefixes.cuts is cuts
+
+
 def test_a_prompt_reused_with_a_cut_goes_on_from_consecutive_positions(llama: Storyteller, tmp_path: Path) -> None:
     """The cells after the cut move down (their keys rotated to the new positions): the prompt's own tokens
     after them are computed at the right places, and its first logits stay close to the prompt computed whole
