@@ -112,7 +112,9 @@ class DecoderCounters:
     by_rows: dict[int, list[float]] = field(default_factory=dict)  # sequences in a step: [steps, seconds]
     prefill_seconds: float = 0.0
     step_seconds: float = 0.0
-    pick_seconds: float = 0.0  # choosing the next tokens in Python between two steps (grammar, sampling)
+    # Between two steps, in Python: each sequence's next token (grammar, sampling), and for those that end
+    # their state saved for the next prompts.
+    pick_seconds: float = 0.0
 
     def step(self, rows: int, seconds: float) -> None:
         self.steps += 1
@@ -522,7 +524,8 @@ class PrefixCache:
     Each entry is a prompt and, once written, the reusable part of its answer. Entries that share a prompt
     and differ after it are the branches of one scene; when a later prompt continues one of them past the
     prompt, that branch was taken and the others are dropped (the vote that chose between them is over), so
-    the cache holds about one scene's branches per game in play rather than every branch ever written."""
+    the cache holds about one scene's branches per game in play rather than every branch ever written. With
+    ``cuts`` an entry also serves a prompt that continues it once a block of its middle is cut out (``reuse``)."""
 
     def __init__(self, max_bytes: int, cuts: bool = False) -> None:
         self.max_bytes = max_bytes
