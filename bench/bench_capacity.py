@@ -5,11 +5,11 @@
 ``--games`` games run at once through the real engine and scheduling queue, their starts spread over the
 first window. Each shown scene opens a vote of ``--window`` seconds; simulated players vote at random
 moments (one choice is favoured, so a leader usually emerges, and sometimes changes late); at the close the
-winner is taken. Reported: the share of closes whose winning branch was already written, the games whose every
-close found it written, the time from the close to the next scene shown (median and p95), the share written
-on demand, the branches shed or dropped, batch sizes, the decoder's time (prompts, steps, picking tokens) and
-the process's peak memory. Wall-clock time is real: the run lasts about
-``window * (rounds + 1)`` seconds.
+winner is taken. Reported: the share of closes whose winning branch was already written, the games whose
+every close found it written, the time from the close to the next scene shown (median and p95), the share
+written on demand, where the winners not ready stood, the branches shed or stopped for a more urgent one,
+batch sizes, the decoder's time (prompts, steps, picking tokens) and the process's peak memory. Wall-clock
+time is real: the run lasts about ``window * (rounds + 1)`` seconds.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import resource
 import statistics
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,6 +38,7 @@ class Figures:
     games_served: int = 0  # games whose every close found the winning branch ready
     close_to_scene: list[float] = field(default_factory=list)
     openings: list[float] = field(default_factory=list)
+    missed: Counter[str] = field(default_factory=Counter)  # where a winner not ready at its close stood
     errors: list[str] = field(default_factory=list)
 
 
@@ -46,7 +48,7 @@ def p95(values: list[float]) -> float:
 
 
 async def play(engine: Any, index: int, args: argparse.Namespace, figures: Figures, rng: random.Random) -> None:
-    from engine.votes import VoteRules, cast, close_vote, open_vote
+    from engine.votes import VoteRules, cast, close_vote, open_vote, standings, tie_seed
 
     rules = VoteRules(window_seconds=args.window, quorum=1)
     await asyncio.sleep(rng.uniform(0, args.window))  # games start at different moments, as on a real server
@@ -61,13 +63,18 @@ async def play(engine: Any, index: int, args: argparse.Namespace, figures: Figur
         options = len(game.current.scene.choices)
         weights = [rng.random() ** 2 for _ in range(options)]
         moments = sorted(rng.uniform(0, args.window) for _ in range(args.voters))
+        leader, led_since = standings(game.current, tie_seed(game))[0], 0.0  # the choice that would win now
         for voter, moment in enumerate(moments):
             await asyncio.sleep(max(0.0, shown_at + moment - time.perf_counter()))
             cast(game, f"player-{voter}", rng.choices(range(options), weights)[0], datetime.now(UTC))
+            if standings(game.current, tie_seed(game))[0] != leader:
+                leader, led_since = standings(game.current, tie_seed(game))[0], moment
         await asyncio.sleep(max(0.0, shown_at + args.window - time.perf_counter()))
-        result = close_vote(game, rules, datetime.now(UTC), index)
+        result = close_vote(game, rules, datetime.now(UTC), tie_seed(game))
         choice = result.choice if result.choice is not None else 0
         figures.ready.append(choice in game.current.branches)
+        if not figures.ready[-1]:
+            figures.missed[missed_state(engine, game, choice, args.window - led_since)] += 1
         served = served and figures.ready[-1]
         closed = time.perf_counter()
         try:
@@ -77,6 +84,16 @@ async def play(engine: Any, index: int, args: argparse.Namespace, figures: Figur
             return
         figures.close_to_scene.append(time.perf_counter() - closed)
     figures.games_served += served
+
+
+def missed_state(engine: Any, game: Any, choice: int, led_for: float) -> str:
+    """Where a winner not ready at its close stood: being written or still queued, and how long it had led
+    the vote (a choice that took the lead in the last seconds had no time to be written as the leader)."""
+    branches = engine._branches.get(game.id)  # the bench looks inside; no caller needs this
+    priority = branches.priorities.get(choice) if branches is not None else None
+    state = "not_requested" if priority is None else "being_written" if priority.started else "queued"
+    span = "under 10 s" if led_for < 10 else "10-30 s" if led_for < 30 else "over 30 s"
+    return f"{state}, led {span}"
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -117,7 +134,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                                   "p95": round(p95(figures.close_to_scene), 3)},
         "opening_s": {"median": round(statistics.median(figures.openings), 2), "p95": round(p95(figures.openings), 2)},
         "model_calls": len(queue.batches), "mean_batch": round(statistics.mean(queue.batches), 2),
-        "branches_shed": queue.shed, "errors": figures.errors[:5],
+        "missed_winners": dict(figures.missed.most_common()),
+        "output_checks": engine.stats.as_dict(),
+        "branches_shed": queue.shed, "losers_preempted": queue.preempted, "errors": figures.errors[:5],
         "scenes_written": sum(queue.batches), "wall_s": round(wall, 1), "cpu_s": cpu,
         "peak_memory_mb": {"model_loaded": round(loaded_mb),
                            "end": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)},

@@ -13,7 +13,7 @@ from engine.privacy import Forgotten
 from engine.prompt_format import StoryContext
 
 WAITING = 0  # the urgency of a scene a player is waiting for; a branch written in advance ranks 1, 2, ...
-LEADING = 1  # the urgency of the branch leading its vote (or the first, before any vote); the rest rank 2, 3, ...
+LEADING = 1  # the urgency of the branch leading its vote; the rest rank higher (`engine.votes.branch_urgencies`)
 
 
 def _waiting() -> int:
@@ -25,10 +25,11 @@ class Priority:
     """How soon a request should be written, read by a scheduling writer (``engine.queue.BatchingWriter``)
     each time it picks its next batch, so a branch moves up or down as the vote on its scene changes.
 
-    ``urgency``: 0 when a player is waiting for the scene, else 1 + the branch's place in its vote (1: the
-    leading choice). ``started`` is set by the writer when the request goes to the model; ``dropped`` by the
-    engine when the request is not wanted any more (its vote closed on another choice): a dropped request
-    that has not started is never written."""
+    ``urgency``: 0 when a player is waiting for the scene, else 1 for the choice leading its vote and more
+    for the rest, by how far behind they are (``engine.votes.branch_urgencies``). ``started`` is set by the
+    writer when the request goes to the model; ``dropped`` by the engine when the request is not wanted any
+    more (its vote closed on another choice): a dropped request that has not started is never written, and
+    one being written is finished (preference data) unless a more urgent request needs its place."""
 
     urgency: Callable[[], int] = _waiting
     started: bool = False

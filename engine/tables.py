@@ -18,7 +18,6 @@ each game on its own).
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Awaitable, Callable, Collection, Coroutine
 from datetime import datetime
@@ -34,7 +33,7 @@ from engine.ports import Presenter, TableStore
 from engine.privacy import Forgotten, forget_in_game, started_by
 from engine.servers import ServerSettings
 from engine.turns import StoryEngine
-from engine.votes import active_players, cast, close_vote, everyone_voted, open_vote, withdraw
+from engine.votes import active_players, cast, close_vote, everyone_voted, open_vote, tie_seed, withdraw
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +53,6 @@ FEEDBACK_CHANNEL_COOLDOWN = 2.0  # seconds between two comments in one channel, 
 FEEDBACK_SCENE_TOTAL = 25  # comments on one scene from everyone together
 NICKNAME_LENGTH = 32  # characters of a nickname, the most
 NICKNAMES_KEPT = 100_000  # players whose nickname (or its absence) is kept in memory, the most
-
-
-def _seed(game: Game) -> int:
-    """The tie-break seed of the game's current vote: fixed by the game and the scene, so it is reproducible."""
-    return int(hashlib.sha256(f"{game.id}:{len(game.path)}".encode()).hexdigest()[:12], 16)
 
 
 class Tables:
@@ -339,7 +333,7 @@ class Tables:
     async def _close(self, game: Game) -> None:
         """Close the current vote (lock held): extend it once below the quorum, else take the winner."""
         settings = await self._settings_of(game)
-        result = close_vote(game, settings.vote_rules, self.clock(), _seed(game))
+        result = close_vote(game, settings.vote_rules, self.clock(), tie_seed(game))
         if not result.closed or result.choice is None:
             await self._save(game)
             self._schedule(game)

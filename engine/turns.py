@@ -12,7 +12,6 @@ import logging
 import random
 import re
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 
@@ -23,6 +22,7 @@ from engine.genres import GENRE_IDS
 from engine.ports import WAITING, Priority, SceneWriter, WriteRequest, tenant_of
 from engine.prompt_format import StoryContext, Turn, partial_narration
 from engine.story import EndingKind
+from engine.votes import active_players, branch_urgencies, tie_seed
 from engine.writers import Writers
 
 log = logging.getLogger(__name__)
@@ -79,15 +79,15 @@ class _Branches:
     """The branches of one shown scene being written in advance: a task and a priority per choice."""
 
     shown: Shown
+    seed: int  # the vote's tie-break seed, so a tied vote's leader is the choice its draw would take
+    expected: frozenset[str]  # the players expected to vote: those who voted on the previous scene
     tasks: dict[int, asyncio.Task[None]] = field(default_factory=dict)
     priorities: dict[int, Priority] = field(default_factory=dict)
 
     def urgency_of(self, choice: int) -> Callable[[], int]:
-        """1 + the choice's place in the vote as it stands (most votes first, then the lower number)."""
+        """The choice's urgency as the vote stands (``engine.votes.branch_urgencies``)."""
         def urgency() -> int:
-            counts = Counter(vote.choice for vote in self.shown.votes)
-            order = sorted(range(len(self.shown.scene.choices)), key=lambda c: (-counts.get(c, 0), c))
-            return 1 + order.index(choice)
+            return branch_urgencies(self.shown, self.seed, self.expected)[choice]
         return urgency
 
 
@@ -242,7 +242,7 @@ class StoryEngine:
         todo = [c for c in range(len(shown.scene.choices)) if c not in shown.branches]
         if not todo:
             return shown.branches
-        branches = _Branches(shown)
+        branches = _Branches(shown, tie_seed(game), frozenset(active_players(game)))
         self._branches[game.id] = branches
         requests = self.requests_for_branches(game)
         for choice in todo:
@@ -288,15 +288,17 @@ class StoryEngine:
         return task
 
     async def _take_branch(self, game: Game, choice: int) -> Written | None:
-        """The chosen branch: the others that have not started are dropped (those written, or being written,
-        are kept as preference data); the chosen one, if still queued, becomes as urgent as a waiting player."""
+        """The chosen branch: the others are dropped, those not started never written (those written stay as
+        preference data, and those being written are finished unless the writer needs their place for a more
+        urgent request); the chosen one, if still queued, becomes as urgent as a waiting player."""
         branches = self._branches.get(game.id)
         task = self._pregeneration.pop(game.id, None)
         if branches is not None and branches.shown is game.current:
             for other, priority in branches.priorities.items():
-                if other != choice and not priority.started:
+                if other != choice:
                     priority.dropped = True
-                    branches.tasks[other].cancel()
+                    if not priority.started:
+                        branches.tasks[other].cancel()
             if choice in branches.priorities:
                 branches.priorities[choice].urgency = _waiting_now
             mine = branches.tasks.get(choice)

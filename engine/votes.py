@@ -6,14 +6,15 @@ deadline and all) carries on exactly where the vote was.
 
 from __future__ import annotations
 
+import hashlib
 import random
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from engine.errors import GameRuleError
-from engine.game import Game, GameStatus, Vote
+from engine.game import Game, GameStatus, Shown, Vote
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,56 @@ def active_players(game: Game) -> set[str]:
     return {v.player for v in game.path[-2].votes} if len(game.path) >= 2 else set()
 
 
+def tie_seed(game: Game) -> int:
+    """The tie-break seed of the game's current vote: fixed by the game and the scene, so the draw is
+    reproducible, and known while the vote is open (``standings`` reads it to rank the branches)."""
+    return int(hashlib.sha256(f"{game.id}:{len(game.path)}".encode()).hexdigest()[:12], 16)
+
+
+def _draw(tied: list[int], seed: int) -> int:
+    return tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)
+
+
+def standings(shown: Shown, seed: int) -> list[int]:
+    """The choices of ``shown`` in the order they stand: most votes first; within a tie, the one the draw
+    seeded with ``seed`` picks first, then the rest by number. So the first is exactly the choice
+    ``close_vote`` would take if the vote closed now (the branch worth writing first)."""
+    counts = Counter(vote.choice for vote in shown.votes)
+    groups: dict[int, list[int]] = {}
+    for choice in range(len(shown.scene.choices)):
+        groups.setdefault(counts.get(choice, 0), []).append(choice)
+    order: list[int] = []
+    for count in sorted(groups, reverse=True):
+        tied = groups[count]
+        first = _draw(tied, seed)
+        order += [first, *(c for c in tied if c != first)]
+    return order
+
+
+OUT_OF_REACH = 1_000  # added to the urgency of a branch whose choice can no longer draw level
+
+
+def branch_urgencies(shown: Shown, seed: int, expected: Collection[str] = ()) -> list[int]:
+    """How urgent each choice's branch is (indexed by choice; 1 the most, ``engine.ports.LEADING``): 1 for
+    the choice that would win now (``standings``); another comes first by the votes it lacks to draw level
+    with that one, then by its place: ``1 + place + choices * lacking``, so a tied choice (lacking none)
+    outranks one a vote behind, and within that a second outranks a third.
+
+    A choice lacking more votes than the ``expected`` players (those who voted on the previous scene) have
+    still to cast cannot draw level unless someone changes their vote: it ranks after every choice that
+    can (``OUT_OF_REACH`` more), not dropped. With nobody expected (the opening's vote) every choice can."""
+    order = standings(shown, seed)
+    counts = Counter(vote.choice for vote in shown.votes)
+    top = counts.get(order[0], 0)
+    left = len(set(expected) - {vote.player for vote in shown.votes}) if expected else None
+    urgencies = [0] * len(order)
+    for place, choice in enumerate(order):
+        lacking = top - counts.get(choice, 0)
+        urgency = 1 + place + len(order) * lacking
+        urgencies[choice] = urgency + (OUT_OF_REACH if left is not None and lacking > left else 0)
+    return urgencies
+
+
 def close_vote(game: Game, rules: VoteRules, now: datetime, seed: int) -> VoteResult:
     """Close the vote (at its deadline, or when every player has voted): below the quorum the window is
     extended once; then the top choice wins, and a tie is broken by a draw seeded with ``seed``."""
@@ -84,7 +135,7 @@ def close_vote(game: Game, rules: VoteRules, now: datetime, seed: int) -> VoteRe
     counts = tally(game)
     top = max(counts.values(), default=0)
     tied = sorted(c for c in range(len(shown.scene.choices)) if counts.get(c, 0) == top)
-    choice = tied[0] if len(tied) == 1 else random.Random(seed).choice(tied)
+    choice = _draw(tied, seed)  # the same draw as ``standings``
     shown.tie_break = tied if len(tied) > 1 else None
     shown.vote_deadline = None
     return VoteResult(closed=True, choice=choice, tie_break=tuple(tied) if len(tied) > 1 else ())

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
@@ -15,7 +16,7 @@ from engine.ports import Priority, WriteRequest, WrittenScene
 from engine.prompt_format import StoryContext, partial_narration, render_target
 from engine.queue import BatchingWriter
 from engine.turns import StoryEngine
-from engine.votes import VoteRules, cast, open_vote
+from engine.votes import VoteRules, cast, close_vote, open_vote, tie_seed
 
 NOW = datetime(2026, 12, 3, tzinfo=UTC)
 
@@ -69,13 +70,72 @@ def test_the_leading_choice_of_every_game_is_written_before_anyone_gets_a_third(
 
     calls = asyncio.run(scenario())
     # Three games x three branches, two a call: every game's leading branch first (game 2's as its vote moved
-    # while it waited), then every game's second, then the thirds; oldest first within a rank.
-    assert calls == [["Wait and watch 1", "Take path 2-b"], ["Wait and watch 3", "Take path 1-a"],
-                     ["Take path 2-a", "Take path 3-a"], ["Take path 1-b", "Wait and watch 2"], ["Take path 3-b"]]
+    # while it waited), then every game's second, then the thirds; oldest first within a rank. (Which of the
+    # two unvoted choices is a game's second is its tie-break draw's.)
+    written = [action for call in calls for action in call]
+    assert [len(call) for call in calls] == [2, 2, 2, 2, 1]
+    assert written[:3] == ["Wait and watch 1", "Take path 2-b", "Wait and watch 3"]
+    assert [game_of(action) for action in written[3:]] == [1, 2, 3, 1, 2, 3]
+    assert sorted(written[3:]) == ["Take path 1-a", "Take path 1-b", "Take path 2-a", "Take path 3-a",
+                                   "Take path 3-b", "Wait and watch 2"]
+
+
+def game_of(action: str) -> int:
+    """The game a fake writer's choice belongs to ("Take path 2-a": the second game opened)."""
+    return int(re.findall(r"\d+", action)[0])
+
+
+def test_a_tied_vote_writes_first_the_branch_its_draw_would_take() -> None:
+    async def scenario() -> tuple[str, str, int]:
+        writer = GatedWriter()
+        engine = StoryEngine(BatchingWriter(writer, max_batch=1, gather_seconds=0.03))
+        game = await opened(engine, writer, "table")
+        cast(game, "ana", 0, NOW)
+        cast(game, "bo", 2, NOW)  # one vote each: the draw decides, and its seed is known while the vote is open
+        engine.start_pregeneration(game)
+        await settle()
+        writer.gate.release()
+        await settle()
+        result = close_vote(game, VoteRules(), NOW, tie_seed(game))
+        assert result.tie_break == (0, 2) and result.choice is not None
+        return action_of(writer.calls[1][0]), game.current.scene.choices[result.choice], result.choice
+
+    firsts = [asyncio.run(scenario()) for _ in range(16)]
+    assert all(first == taken for first, taken, _ in firsts)
+    assert {choice for _, _, choice in firsts} == {0, 2}  # games differ: the draw took either choice
+
+
+def test_branches_that_cannot_win_wait_behind_another_games_that_still_can() -> None:
+    async def scenario() -> list[str]:
+        writer = GatedWriter()
+        engine = StoryEngine(BatchingWriter(writer, max_batch=1, gather_seconds=0.03))
+        settled = await opened(engine, writer, "discord:1:10")  # two channels of one server: one tenant
+        cast(settled, "ana", 0, NOW)
+        chosen = asyncio.create_task(engine.choose(settled, 0))  # ana was the one voter: she is expected again
+        await settle()
+        writer.gate.release()
+        await chosen
+        fresh = await opened(engine, writer, "discord:1:11")
+        open_vote(settled, VoteRules(), NOW)
+        cast(settled, "ana", 1, NOW)  # everyone expected has voted: choices 1 and 3 cannot draw level
+        cast(fresh, "bo", 2, NOW)  # nobody is expected at an opening: its other choices may still win
+        engine.start_pregeneration(settled)
+        engine.start_pregeneration(fresh)
+        for _ in range(6):
+            await settle()
+            writer.gate.release()
+        await settle()
+        return [action_of(call[0]) for call in writer.calls[3:]]
+
+    written = asyncio.run(scenario())
+    # Both leading branches first (the older game's first), then the fresh game's choices a vote behind, and
+    # last the settled game's, which only a changed vote could still bring level.
+    assert [game_of(action) for action in written] == [2, 3, 3, 3, 2, 2]
+    assert written[:2] == ["Take path 2-b", "Wait and watch 3"]
 
 
 def test_closing_on_a_choice_drops_the_branches_not_started_and_keeps_those_written() -> None:
-    async def scenario() -> tuple[list[list[str]], list[int], str]:
+    async def scenario() -> tuple[list[list[str]], list[int], str, list[str]]:
         writer = GatedWriter()
         queue = BatchingWriter(writer, max_batch=1, gather_seconds=0.03)
         engine = StoryEngine(queue)
@@ -92,12 +152,16 @@ def test_closing_on_a_choice_drops_the_branches_not_started_and_keeps_those_writ
             await settle()
         await chosen
         branches = sorted(game.path[0].branches)
-        return [[action_of(r) for r in call] for call in writer.calls[1:]], branches, game.current.scene.narration
+        calls = [[action_of(r) for r in call] for call in writer.calls[1:]]
+        return calls, branches, game.current.scene.narration, game.path[0].scene.choices
 
-    calls, branches, narration = asyncio.run(scenario())
-    # The leading branch (choice 2) first; choice 1 had gone to the model when the vote closed on 2, choice 3
-    # was still queued: it is never written. Both written branches stay (preference data).
-    assert calls == [["Take path 1-b"], ["Take path 1-a"]] and branches == [0, 1]
+    calls, branches, narration, choices = asyncio.run(scenario())
+    # The leading branch (choice 2) first; the second (choice 1 or 3, as the tie-break draw orders them) had
+    # gone to the model when the vote closed on 2, the third was still queued: it is never written. Both
+    # written branches stay (preference data).
+    assert len(calls) == 2 and calls[0] == ["Take path 1-b"]
+    second = choices.index(calls[1][0])
+    assert second in (0, 2) and branches == sorted([1, second])
     assert "You take path 1-b" in narration
 
 
@@ -276,3 +340,31 @@ def test_speculative_branches_leave_room_that_winners_and_waiting_players_may_ta
         return writer.started
 
     assert asyncio.run(scenario())[-1] == "loser 2"
+
+
+def test_a_dropped_branch_being_written_gives_its_slot_up_only_to_a_more_urgent_request() -> None:
+    async def scenario() -> tuple[list[str], bool, bool, int]:
+        writer = OverlappingWriter()
+        queue = BatchingWriter(writer, max_batch=8, gather_seconds=0.0, speculative_share=1.0)
+        lost, other = Priority(lambda: 2), Priority(lambda: 2)
+        calls = [asyncio.create_task(queue.write([WriteRequest(StoryContext("mecha", name), priority=priority)]))
+                 for name, priority in (("lost", lost), ("other", other))]
+        await settle()
+        lost.dropped = True  # its vote closed on another choice while it was being written
+        third = asyncio.create_task(queue.write([WriteRequest(StoryContext("mecha", "third"),
+                                                              priority=Priority(lambda: 2))]))
+        await settle()
+        kept = not calls[0].done()  # a speculative request does not stop it: it is finished as preference data
+        waiting = asyncio.create_task(queue.write([WriteRequest(StoryContext("mecha", "a player waits"))]))
+        await settle()
+        stopped = calls[0].cancelled()
+        for name in ("other", "a player waits", "third"):
+            writer.finish[name].set()
+            await settle()
+        await asyncio.gather(calls[1], waiting, third)
+        assert not queue.busy
+        return writer.started, kept, stopped, queue.preempted
+
+    started, kept, stopped, preempted = asyncio.run(scenario())
+    assert kept and stopped and preempted == 1
+    assert started == ["lost", "other", "a player waits", "third"]  # the waiting player took the freed slot

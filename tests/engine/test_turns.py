@@ -74,7 +74,8 @@ def test_branches_are_written_in_one_batch_and_the_chosen_one_is_shown_at_once()
     game = run(scenario())
     assert len(writer.calls) == 2  # the opening, then every branch in one call; choosing wrote nothing
     branches = writer.calls[1]
-    assert [r.context.path[-1].action for r in branches] == list(game.path[0].scene.choices)
+    # one request a choice, in the order the (unvoted) choices stand: the tie-break draw's first
+    assert sorted(r.context.path[-1].action for r in branches) == sorted(game.path[0].scene.choices)
     assert game.path[0].chosen == 1 and len(game.path[0].branches) == 3  # the branches not taken are kept
     assert game.current.scene == game.path[0].branches[1]
 
