@@ -56,6 +56,7 @@ bench: setup
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_decoding.py
 	$(PY) bench/bench_capacity.py --games 60 --window 60 --rounds 3
+	$(PY) bench/simulate_capacity.py --games 60 --seeds 10
 	$(PY) bench/bench_prompt_reuse.py
 	$(PY) bench/bench_fairness.py --seconds 30
 	$(PY) bench/bench_bot.py --games 200 --voters 10 --rounds 1

@@ -28,8 +28,7 @@ class Priority:
     ``urgency``: 0 when a player is waiting for the scene, else 1 for the choice leading its vote and more
     for the rest, by how far behind they are (``engine.votes.branch_urgencies``). ``started`` is set by the
     writer when the request goes to the model; ``dropped`` by the engine when the request is not wanted any
-    more (its vote closed on another choice): a dropped request that has not started is never written, and
-    one being written is finished (preference data) unless a more urgent request needs its place."""
+    more (its vote closed on another choice): a dropped request that has not started is never written."""
 
     urgency: Callable[[], int] = _waiting
     started: bool = False

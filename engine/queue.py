@@ -4,9 +4,10 @@ most urgent first, shared fairly between tenants (Discord servers).
 ``BatchingWriter`` is itself a ``SceneWriter`` in front of the real one. Requests wait in a bounded queue;
 a worker takes up to ``max_batch`` of them (after a short gathering window) into one call, choosing by each
 request's ``Priority`` as it stands at that moment: a scene a player waits for first, then every game's
-leading branch, then every game's second, and so on (oldest first within a rank). So the winner of a vote is
-never starved by other games' losers, and a game gets its leading branch before anyone gets a third one.
-A request the engine dropped (its vote closed on another choice) is skipped, never written.
+leading branch, then the others by how close their choice is to winning (``engine.votes.branch_urgencies``;
+oldest first within a rank). So the winner of a vote is never starved by other games' losers, and a game
+gets its leading branch before anyone gets another one. A request the engine dropped (its vote closed on
+another choice) is skipped, never written.
 
 **Fair sharing.** Each tenant's requests are ranked on their own; the batch takes every tenant's best
 request before anyone's second (round robin, most urgent first within a round). A server that floods the
@@ -25,9 +26,6 @@ Every sequence being written slows every other one's steps (on 2 cores, 16 at on
 40), so **speculative** requests (a branch that is neither waited for nor leading its vote) start only while
 fewer than ``speculative_share`` of the slots are busy; a waited-for scene or a leading branch may take them
 all. At light load the winners so come sooner; under saturation the model's time goes to winners, not losers.
-A branch still being written when its vote closes on another choice (``Priority.dropped``) is finished as
-preference data while the slots suffice, but gives its slot up (its call is cancelled) as soon as a waited-for
-scene or a leading branch is queued without one.
 
 **Faults.** A call gets ``deadline_seconds``; past it every request of the batch fails with
 ``StorytellerTimeoutError`` (the worker goes on with the next batch). A call that raises is tried again one
@@ -107,8 +105,7 @@ class BatchingWriter:
         self.speculative_slots = max(1, round(self.overlapping * speculative_share))
         self._queue: list[_Pending] = []
         self._worker: asyncio.Task[None] | None = None
-        self.preempted = 0  # dropped branches stopped mid-writing to give their slot to a more urgent request
-        self._calls: dict[asyncio.Task[None], _Pending] = {}  # overlapping calls in flight, each one request
+        self._calls: set[asyncio.Task[None]] = set()  # overlapping calls in flight
         self._room = asyncio.Event()  # set when an overlapping call ends
 
     @property
@@ -261,33 +258,20 @@ class BatchingWriter:
             self.batches.append(len(live))
         for item in live:
             call = asyncio.get_running_loop().create_task(self._serve_guarded([item]))
-            self._calls[call] = item
+            self._calls.add(call)
             call.add_done_callback(self._call_ended)
-        self._preempt()
         if self._queue:
             self._room.clear()
             await self._room.wait()
 
-    def _preempt(self) -> None:
-        """Stop as many dropped requests being written as there are waited-for scenes and leading branches
-        queued without a slot (their slots free as the cancelled calls end, and ``_dispatch`` runs again)."""
-        urgent = sum(1 for item in self._queue if not item.dropped and item.urgency() <= LEADING)
-        for call, item in list(self._calls.items()):
-            if urgent <= 0:
-                break
-            if item.dropped and not call.done() and not call.cancelling():
-                call.cancel()
-                self.preempted += 1
-                urgent -= 1
-
     def _call_ended(self, call: asyncio.Task[None]) -> None:
-        self._calls.pop(call, None)
+        self._calls.discard(call)
         self._room.set()
 
     async def _serve_guarded(self, batch: list[_Pending]) -> None:
         try:
             await self._serve(batch)
-        except asyncio.CancelledError:  # the queue is closing, or preempted it: its callers are told
+        except asyncio.CancelledError:  # the queue is closing: its callers are told rather than left waiting
             for item in batch:
                 item.future.cancel()
             raise

@@ -233,9 +233,10 @@ class StoryEngine:
 
     async def pregenerate(self, game: Game, on_branch: BranchCallback | None = None) -> dict[int, Written]:
         """Write the next scene for every choice of the current scene in advance, one request per branch, each
-        as urgent as its choice's place in the vote (the leading choice first, re-read whenever a scheduling
-        writer picks its next batch). The branches not taken stay in the game (preference data later).
-        ``on_branch`` is awaited with each choice as soon as its branch is written (a table saves it)."""
+        as urgent as its choice is close to winning (``engine.votes.branch_urgencies``: the leading choice
+        first; re-read whenever a scheduling writer picks its next batch). The branches not taken stay in
+        the game (preference data later). ``on_branch`` is awaited with each choice as soon as its branch is
+        written (a table saves it)."""
         shown = game.current
         if game.status != GameStatus.WAITING:
             return shown.branches
@@ -288,17 +289,15 @@ class StoryEngine:
         return task
 
     async def _take_branch(self, game: Game, choice: int) -> Written | None:
-        """The chosen branch: the others are dropped, those not started never written (those written stay as
-        preference data, and those being written are finished unless the writer needs their place for a more
-        urgent request); the chosen one, if still queued, becomes as urgent as a waiting player."""
+        """The chosen branch: the others that have not started are dropped (those written, or being written,
+        are kept as preference data); the chosen one, if still queued, becomes as urgent as a waiting player."""
         branches = self._branches.get(game.id)
         task = self._pregeneration.pop(game.id, None)
         if branches is not None and branches.shown is game.current:
             for other, priority in branches.priorities.items():
-                if other != choice:
+                if other != choice and not priority.started:
                     priority.dropped = True
-                    if not priority.started:
-                        branches.tasks[other].cancel()
+                    branches.tasks[other].cancel()
             if choice in branches.priorities:
                 branches.priorities[choice].urgency = _waiting_now
             mine = branches.tasks.get(choice)

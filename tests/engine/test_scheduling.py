@@ -341,30 +341,3 @@ def test_speculative_branches_leave_room_that_winners_and_waiting_players_may_ta
 
     assert asyncio.run(scenario())[-1] == "loser 2"
 
-
-def test_a_dropped_branch_being_written_gives_its_slot_up_only_to_a_more_urgent_request() -> None:
-    async def scenario() -> tuple[list[str], bool, bool, int]:
-        writer = OverlappingWriter()
-        queue = BatchingWriter(writer, max_batch=8, gather_seconds=0.0, speculative_share=1.0)
-        lost, other = Priority(lambda: 2), Priority(lambda: 2)
-        calls = [asyncio.create_task(queue.write([WriteRequest(StoryContext("mecha", name), priority=priority)]))
-                 for name, priority in (("lost", lost), ("other", other))]
-        await settle()
-        lost.dropped = True  # its vote closed on another choice while it was being written
-        third = asyncio.create_task(queue.write([WriteRequest(StoryContext("mecha", "third"),
-                                                              priority=Priority(lambda: 2))]))
-        await settle()
-        kept = not calls[0].done()  # a speculative request does not stop it: it is finished as preference data
-        waiting = asyncio.create_task(queue.write([WriteRequest(StoryContext("mecha", "a player waits"))]))
-        await settle()
-        stopped = calls[0].cancelled()
-        for name in ("other", "a player waits", "third"):
-            writer.finish[name].set()
-            await settle()
-        await asyncio.gather(calls[1], waiting, third)
-        assert not queue.busy
-        return writer.started, kept, stopped, queue.preempted
-
-    started, kept, stopped, preempted = asyncio.run(scenario())
-    assert kept and stopped and preempted == 1
-    assert started == ["lost", "other", "a player waits", "third"]  # the waiting player took the freed slot
