@@ -50,11 +50,8 @@ def run_seed(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     # Game ids seed each vote's tie-break draw: drawn from the seed too, a run repeats exactly.
     ids = random.Random(seed)
     uuid.uuid4 = lambda: uuid.UUID(int=ids.getrandbits(128))
-    loop = VirtualClockLoop()
-    try:
-        return loop.run_until_complete(simulate(args, seed))
-    finally:
-        loop.close()
+    with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:  # what is left running is cancelled after
+        return runner.run(simulate(args, seed))
 
 
 def main() -> None:

@@ -24,11 +24,8 @@ T = TypeVar("T")
 
 
 def on_virtual_clock(work: Coroutine[Any, Any, T]) -> T:
-    loop = VirtualClockLoop()
-    try:
-        return loop.run_until_complete(work)
-    finally:
-        loop.close()
+    with asyncio.Runner(loop_factory=VirtualClockLoop) as runner:
+        return runner.run(work)
 
 
 def test_the_virtual_clock_jumps_to_the_next_timer_and_keeps_the_order_of_events() -> None:
