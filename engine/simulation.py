@@ -5,8 +5,9 @@ at the close) and records whether each close found its winning branch written; `
 runs it against the real champion. ``TimedWriter`` is a fake continuously batching decoder whose steps take
 the time a real one's do (by the number of sequences), and ``VirtualClockLoop`` an event loop whose clock
 jumps to the next timer whenever nothing is ready: together they run minutes of load on the real scheduling
-in a moment, with the same result every time (``bench/simulate_capacity.py``; tests of the scheduling under
-load). Nothing here may wait on real I/O or threads under the virtual clock.
+in a few seconds, with the same result for the same seeds and game ids (ids seed the votes' tie-breaks).
+``bench/simulate_capacity.py`` and the tests of the scheduling under load use them. Nothing run under the
+virtual clock may wait on real I/O or threads.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from engine.fakes import FakeWriter
+from engine.game import Game
 from engine.ports import WriteRequest, WrittenScene
 from engine.turns import StoryEngine
 from engine.votes import VoteRules, cast, close_vote, open_vote, standings, tie_seed
@@ -29,8 +31,9 @@ EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def measured_step_seconds(rows: int) -> float:
-    """A step of the champion on the llama.cpp path on 2 cores, by sequences in it (fitted to the capacity
-    bench's ``step_ms_by_rows``: 1 ≈ 7 ms, 8 ≈ 35 ms, 16 ≈ 50 ms)."""
+    """A step of the champion on the llama.cpp path on 2 cores, by sequences in it: a line through the
+    capacity bench's ``step_ms_by_rows`` (31 ms for 8, 50 for 16; it says 14 for one sequence, which took 7,
+    but steps of a few sequences are rare under load)."""
     return 0.012 + 0.0024 * rows
 
 
@@ -85,7 +88,7 @@ class TimedWriter(FakeWriter):
 
 class VirtualClockLoop(asyncio.SelectorEventLoop):
     """An event loop whose clock stands still while callbacks are ready and jumps to the next timer when none
-    is: ``asyncio.sleep`` takes no real time, and a run is the same every time."""
+    is: ``asyncio.sleep`` takes no real time, and the same work runs the same way every time."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -181,7 +184,7 @@ async def play_votes(engine: StoryEngine, index: int, figures: LoadFigures, rng:
     figures.games_served += served
 
 
-def missed_state(engine: StoryEngine, game: Any, choice: int, led_for: float) -> str:
+def missed_state(engine: StoryEngine, game: Game, choice: int, led_for: float) -> str:
     """Where a winner not ready at its close stood: being written or still queued, and how long it had led
     the vote (a choice that took the lead in the last seconds had no time to be written as the leader)."""
     branches = engine._branches.get(game.id)  # a load report looks inside; no caller needs this
