@@ -12,6 +12,7 @@ from engine.ports import WriteRequest, WrittenScene
 from engine.prompt_format import StoryContext
 from engine.queue import BatchingWriter
 from engine.turns import StoryEngine
+from engine.votes import standings, tie_seed
 
 
 class SlowWriter(FakeWriter):
@@ -76,14 +77,17 @@ def test_a_full_queue_says_busy_at_once() -> None:
 
 
 def test_busy_branches_fall_back_to_writing_on_demand() -> None:
-    async def scenario() -> tuple[list[int], GameStatus, str]:
+    async def scenario() -> tuple[list[int], list[int], GameStatus, str, str]:
         queue = BatchingWriter(FakeWriter(), max_batch=8, max_pending=2, tenant_share=1.0)
         engine = StoryEngine(queue)
         game = await engine.start("t", "mecha", "A pilot wakes.")
+        order = standings(game.current, tie_seed(game))  # no votes yet: the tie-break draw's choice first
         # Three branches, a queue of two: the two leading choices are written, the third is refused as busy.
         written = sorted(await engine.pregenerate(game))
-        await engine.choose(game, 2)  # the branch that was not written: written now, on demand
-        return written, game.status, game.current.scene.narration
+        last = game.current.scene.choices[order[2]]
+        await engine.choose(game, order[2])  # the branch that was not written: written now, on demand
+        return written, sorted(order[:2]), game.status, game.current.scene.narration, last
 
-    written, status, narration = asyncio.run(scenario())
-    assert written == [0, 1] and status == GameStatus.WAITING and "You wait and watch 1" in narration
+    written, leading, status, narration, last = asyncio.run(scenario())
+    assert written == leading and status == GameStatus.WAITING
+    assert f"You {last[:1].lower()}{last[1:]}" in narration
