@@ -67,6 +67,11 @@ def main() -> None:
     parser.add_argument("--speculative-share", type=float, default=0.5)
     parser.add_argument("--speed", type=float, default=1.0, help="the decoder this many times as fast")
     args = parser.parse_args()
+    for name in ("games", "rounds", "voters", "seeds", "slots", "tokens"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1, not {getattr(args, name)}")
+    if args.speed <= 0 or args.window <= 0:
+        parser.error("--speed and --window must be above 0")
     runs = [run_seed(args, seed) for seed in range(args.seeds)]
     ready = [run["winning_branch_ready"] for run in runs]
     served = [run["games_every_winner_ready"] for run in runs]

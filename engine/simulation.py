@@ -165,8 +165,9 @@ async def play_votes(engine: StoryEngine, index: int, figures: LoadFigures, rng:
             await asyncio.sleep(max(0.0, shown_at + moment - loop.time()))
             cast(game, f"player-{voter}", rng.choices(range(options), weights)[0],
                  EPOCH + timedelta(seconds=loop.time()))
-            if standings(game.current, tie_seed(game))[0] != leader:
-                leader, led_since = standings(game.current, tie_seed(game))[0], moment
+            now_leading = standings(game.current, tie_seed(game))[0]
+            if now_leading != leader:
+                leader, led_since = now_leading, moment
         await asyncio.sleep(max(0.0, shown_at + window - loop.time()))
         result = close_vote(game, rules, EPOCH + timedelta(seconds=loop.time()), tie_seed(game))
         choice = result.choice if result.choice is not None else 0
