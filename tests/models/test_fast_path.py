@@ -23,7 +23,8 @@ from engine.ports import WriteRequest
 from engine.prompt_format import StoryContext, parse_output
 from models.config import Sampling
 from models.examples import generation_prompts
-from models.fast_job import GGUF_TAG, Decoding, fast_storyteller
+from models.fast_decoder import native_bf16
+from models.fast_job import GGUF_TAG, Decoding, fast_storyteller, weight_type
 from models.fast_writer import FastStoryteller
 from models.registry import load_storyteller
 from models.sampling import nucleus, penalise_repeats
@@ -72,7 +73,7 @@ def transformers_log_probs(teller: Storyteller, ids: list[int]) -> np.ndarray:
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-@pytest.mark.parametrize(("weights", "tolerance"), [("f32", 2e-3), ("q8_0", 0.15)])
+@pytest.mark.parametrize(("weights", "tolerance"), [("f32", 2e-3), ("bf16", 0.01), ("q8_0", 0.15)])
 def test_the_fast_path_scores_the_same_tokens_as_transformers(family: str, weights: str, tolerance: float,
                                                                request: pytest.FixtureRequest,
                                                                tmp_path: Path) -> None:
@@ -80,7 +81,8 @@ def test_the_fast_path_scores_the_same_tokens_as_transformers(family: str, weigh
     fast = fast_storyteller(teller, Decoding("llama.cpp", weights, 2, tmp_path))
     ids = answer_ids(teller)
     gap = np.abs(fast.model.log_probs(ids) - transformers_log_probs(teller, ids))
-    # f32 is the same arithmetic in another order; q8_0 rounds each weight to 8 bits (the shipped default).
+    # f32 is the same arithmetic in another order; bf16 rounds each weight to 8 significant bits (the default
+    # where the CPU multiplies bf16), q8_0 to 8-bit steps of its block's largest (the default elsewhere).
     assert gap.mean() < tolerance and gap.max() < 10 * tolerance, (gap.mean(), gap.max())
 
 
@@ -107,7 +109,8 @@ def test_a_seed_replays_a_scene_and_the_answer_streams_as_it_grows(llama: Storyt
 
 def test_conversion_is_cached_by_content_and_recorded_on_the_model_version(
         trained: TrainOutcome, tracking: TrackingTarget, tmp_path: Path) -> None:
-    decoding = Decoding("llama.cpp", "q8_0", 2, tmp_path / "gguf")
+    decoding = Decoding("llama.cpp", cache=tmp_path / "gguf")  # the default weights: auto
+    weights = "bf16" if native_bf16() else "q8_0"
 
     async def load() -> ModelWriter:
         return await ModelWriter.load(tracking, f"models:/{MODEL}/{trained.registered.version}", decoding)
@@ -117,13 +120,36 @@ def test_conversion_is_cached_by_content_and_recorded_on_the_model_version(
     assert first.decoder == second.decoder == "llama.cpp"
     assert isinstance(first.storyteller, FastStoryteller) and isinstance(second.storyteller, FastStoryteller)
     assert "converted in" in first.storyteller.gguf_note and "converted in" not in second.storyteller.gguf_note
-    assert len(list((tmp_path / "gguf").glob("*.gguf"))) == 1
+    [file] = (tmp_path / "gguf").glob("*.gguf")
+    assert file.name.endswith(f".{weights}.gguf")
     from mlflow import MlflowClient
 
     tag = MlflowClient(tracking.uri).get_model_version(MODEL, str(trained.registered.version)).tags[GGUF_TAG]
-    assert tag.startswith("llama.cpp q8_0 ")
+    assert tag.startswith(f"llama.cpp {weights} ")
     [scene] = asyncio.run(second.write([WriteRequest(CONTEXT)]))
     parse_output(scene.text)
+
+
+def test_auto_weights_are_bf16_where_llama_cpp_multiplies_bf16_and_q8_0_elsewhere(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setattr("models.fast_decoder.native_bf16", lambda: True)
+    assert weight_type("auto") == "bf16" and weight_type("q8_0") == "q8_0"
+    monkeypatch.setattr("models.fast_decoder.native_bf16", lambda: False)
+    caplog.set_level(logging.WARNING)
+    assert weight_type("auto") == "q8_0" and weight_type("f32") == "f32" and not caplog.text
+    assert weight_type("bf16") == "bf16"  # asked for by name: kept, with a warning that it is slow here
+    assert "widened in software" in caplog.text
+
+
+def test_the_build_multiplies_bf16_where_the_cpu_can() -> None:
+    """``make setup`` turns on each CPU extension /proc/cpuinfo reports: with AVX512-BF16 there, llama.cpp
+    must have it (the portable build without it wrote 1.5x slower)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        pytest.skip("no /proc/cpuinfo to compare the build with")
+    flags = next((line.split(":", 1)[1].split() for line in cpuinfo.read_text().splitlines()
+                  if line.startswith("flags")), [])
+    assert native_bf16() is ("avx512_bf16" in flags)
 
 
 def test_auto_falls_back_to_transformers_and_says_why(trained: TrainOutcome, tracking: TrackingTarget,
