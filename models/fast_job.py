@@ -53,9 +53,9 @@ def content_key(storyteller: Storyteller) -> str:
 
 def weight_type(requested: str) -> str:
     """The GGUF weight type to convert to. ``auto``: bf16 where this llama.cpp build multiplies it in hardware
-    (measured on 2 cores: a step of 16 sequences 1.25x as fast as q8_0, prompts 1.6x, and on the test split the
-    float32 model's likelihood to four decimals where q8_0 loses 0.0025 nats a token), else q8_0 (the fastest
-    without)."""
+    (measured on 2 cores: steps of 16 sequences 1.15-1.25x as fast as q8_0 alone and 1.5x in the capacity bench,
+    prompts 1.7-1.9x, a lone scene as fast, and the float32 model's likelihood on the test split where q8_0 loses
+    0.003 nats a token), else q8_0 (the fastest without)."""
     from models.fast_decoder import native_bf16
 
     if requested == "auto":
@@ -86,8 +86,9 @@ def converted(storyteller: Storyteller, decoding: Decoding) -> tuple[Path, str]:
         seconds = time.perf_counter() - started
         log.info("converted %s to %s in %.1f s", storyteller.version, path, seconds)
     size = path.stat().st_size / 1e6
-    note = f"{weights} {path.stem.split('.')[0]} {size:.0f} MB" + (f", converted in {seconds:.1f} s"
-                                                                          if seconds else "")
+    note = f"{weights} {path.stem.split('.')[0]} {size:.0f} MB"
+    if seconds:
+        note += f", converted in {seconds:.1f} s"
     return path, note
 
 
