@@ -53,8 +53,8 @@ def content_key(storyteller: Storyteller) -> str:
 
 def weight_type(requested: str) -> str:
     """The GGUF weight type to convert to. ``auto``: bf16 where this llama.cpp build multiplies it in hardware
-    (measured on 2 cores: steps of 16 sequences 1.15-1.25x as fast as q8_0 alone and 1.5x in the capacity bench,
-    prompts 1.7-1.9x, a lone scene as fast, and the float32 model's likelihood on the test split where q8_0 loses
+    (measured on 2 cores: steps of 16 sequences 1.15-1.3x as fast as q8_0 alone and 1.5x in the capacity bench,
+    prompts 1.6-1.9x, a lone scene as fast, and the float32 model's likelihood on the test split where q8_0 loses
     0.003 nats a token), else q8_0 (the fastest without)."""
     from models.fast_decoder import native_bf16
 
