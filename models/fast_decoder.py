@@ -236,18 +236,22 @@ class LlamaCppModel:
         return None
 
     # --- scoring and writing ------------------------------------------------------------------
-    def log_probs(self, ids: Sequence[int]) -> np.ndarray:
-        """log p(ids[i] | ids[:i]) for i >= 1: what the parity test compares with transformers."""
+    def log_probs(self, ids: Sequence[int], start: int = 1) -> np.ndarray:
+        """log p(ids[i] | ids[:i]) for i >= ``start`` (>= 1): what the parity test compares with transformers,
+        and, with ``start`` past a prompt, a continuation's score (only its positions' logits are computed)."""
         problem = self._fits(ids)
         if problem is not None:
             raise problem
+        start = max(1, start)
         with self.lock:
             self.lib.llama_memory_clear(self.memory, True)
-            self._decode([(token, position, 0, True) for position, token in enumerate(ids)])
-            rows = np.stack([self._logits(i) for i in range(len(ids) - 1)]).astype(np.float64)
+            self._decode([(token, position, 0, position >= start - 1) for position, token in enumerate(ids)])
+            rows = np.stack([self._logits(i) for i in range(start - 1, len(ids) - 1)]).astype(np.float64)
         rows -= rows.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(rows).sum(axis=1))
-        return np.array([rows[i, ids[i + 1]] - log_norm[i] for i in range(len(ids) - 1)])
+        targets = np.asarray(ids[start:])
+        scores: np.ndarray = rows[np.arange(len(targets)), targets] - log_norm
+        return scores
 
     # --- prefixes -----------------------------------------------------------------------------
     def _state(self, slot: int) -> Any:
